@@ -1,0 +1,143 @@
+"""Expert-FFN dispatch: ``moe_ffn`` and its backend registry.
+
+``moe_ffn(x, ids, weights, w1, w2, w3=None, activation="gelu", backend="auto")`` computes
+``y[t] = Σ_s weights[t, s] · FFN_{ids[t, s]}(x[t])`` with ``FFN_e(x) = act(x·w1[e]) · w2[e]`` (gated:
+``(silu(x·w1[e]) * (x·w3[e])) · w2[e]``). Slots whose id is −1 contribute nothing.
+
+Backends register with :func:`register_backend`: a function with the ``moe_ffn`` signature, a ``supports``
+check that returns why it declines (or None), and a priority. ``backend="auto"`` takes the highest-priority
+backend that accepts the inputs; the priorities follow the CPU measurements in ``benchmarks/moe_layer.py``.
+A backend that declines an explicit request raises; under ``auto`` the fall-back is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from zoo.errors import ZooValueError, bad_arg, check_arg
+
+from .activations import ACTIVATIONS, GATED
+from .grouped import grouped_moe_ffn, grouped_unsupported
+from .loop import loop_moe_ffn
+from .reference import reference_moe_ffn
+
+__all__ = ["ACTIVATIONS", "Backend", "backends", "moe_ffn", "register_backend", "resolve_backend"]
+
+log = logging.getLogger(__name__)
+
+MoEFFN = Callable[..., torch.Tensor]
+Supports = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], str | None]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered implementation of ``moe_ffn``.
+
+    ``priority`` orders candidates for ``auto`` (higher first); ``None`` keeps the backend out of ``auto``
+    (the oracle). ``supports(x, w1, w3)`` returns a reason to decline, or None.
+    """
+
+    name: str
+    fn: MoEFFN
+    supports: Supports
+    priority: int | None
+
+
+_BACKENDS: dict[str, Backend] = {}
+_logged_fallbacks: set[tuple[str, str]] = set()
+
+
+def _always(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> str | None:
+    return None
+
+
+def register_backend(name: str, fn: MoEFFN, supports: Supports = _always, priority: int | None = 0) -> None:
+    """Add a backend (Triton and other fused kernels plug in here). Re-registering a name replaces it."""
+    if name == "auto":
+        raise ZooValueError("backend name 'auto' is reserved")
+    _BACKENDS[name] = Backend(name, fn, supports, priority)
+
+
+def backends() -> list[str]:
+    """Names of the registered backends, highest ``auto`` priority first, oracle-only ones last."""
+    return sorted(_BACKENDS, key=lambda n: -(_BACKENDS[n].priority if _BACKENDS[n].priority is not None else -1e9))
+
+
+def resolve_backend(
+    backend: str, x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None = None
+) -> Backend:
+    """The backend that ``moe_ffn`` would run for these inputs."""
+    if backend != "auto":
+        if backend not in _BACKENDS:
+            raise bad_arg("backend", backend, ["auto", *backends()])
+        chosen = _BACKENDS[backend]
+        reason = chosen.supports(x_TD, w1_EDF, w3_EDF)
+        if reason is not None:
+            raise ZooValueError(f"backend={backend!r} cannot run these inputs: {reason}")
+        return chosen
+    for name in backends():
+        candidate = _BACKENDS[name]
+        if candidate.priority is None:
+            continue
+        reason = candidate.supports(x_TD, w1_EDF, w3_EDF)
+        if reason is None:
+            return candidate
+        if (name, reason) not in _logged_fallbacks:
+            _logged_fallbacks.add((name, reason))
+            log.info("moe_ffn: backend %r declined (%s); trying the next one", name, reason)
+    return _BACKENDS["reference"]
+
+
+def _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> None:
+    check_arg(activation in ACTIVATIONS, "activation", activation, ACTIVATIONS)
+    check_arg(x_TD.dim() == 2, "x.shape", tuple(x_TD.shape), "[T, D]")
+    check_arg(x_TD.is_floating_point(), "x.dtype", x_TD.dtype, "a floating dtype")
+    T, D = x_TD.shape
+    check_arg(w1_EDF.dim() == 3 and w1_EDF.shape[1] == D, "w1.shape", tuple(w1_EDF.shape), f"[E, {D}, F]")
+    E, _, F_ = w1_EDF.shape
+    check_arg(tuple(w2_EFD.shape) == (E, F_, D), "w2.shape", tuple(w2_EFD.shape), f"[{E}, {F_}, {D}]")
+    if activation in GATED:
+        check_arg(w3_EDF is not None, "w3", None, f"a [{E}, {D}, {F_}] tensor for activation={activation!r}")
+    if w3_EDF is not None:
+        check_arg(tuple(w3_EDF.shape) == (E, D, F_), "w3.shape", tuple(w3_EDF.shape), f"[{E}, {D}, {F_}]")
+        check_arg(activation in GATED, "activation", activation, f"a gated activation when w3 is given: {sorted(GATED)}")
+    check_arg(ids_TK.dim() == 2 and ids_TK.shape[0] == T, "ids.shape", tuple(ids_TK.shape), f"[{T}, k]")
+    check_arg(not ids_TK.is_floating_point(), "ids.dtype", ids_TK.dtype, "an integer dtype")
+    check_arg(weights_TK.shape == ids_TK.shape, "weights.shape", tuple(weights_TK.shape), f"{tuple(ids_TK.shape)}")
+    if ids_TK.numel():
+        lo, hi = int(ids_TK.min()), int(ids_TK.max())
+        check_arg(lo >= -1 and hi < E, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {E}) or -1")
+
+
+def moe_ffn(
+    x_TD: torch.Tensor,
+    ids_TK: torch.Tensor,
+    weights_TK: torch.Tensor,
+    w1_EDF: torch.Tensor,
+    w2_EFD: torch.Tensor,
+    w3_EDF: torch.Tensor | None = None,
+    activation: str = "gelu",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Run the stacked expert FFN on routed tokens; see the module docstring for the contract.
+
+    Shapes: ``x[T, D]``, ``ids[T, k]`` (int, −1 = empty slot), ``weights[T, k]``, ``w1[E, D, F]``,
+    ``w2[E, F, D]``, ``w3[E, D, F]`` or None. Returns ``y[T, D]`` in ``x``'s dtype. Weights in another
+    dtype are cast to ``x``'s (so bf16 activations can use fp32 master weights); matmuls accumulate in fp32.
+    """
+    _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
+    dtype = x_TD.dtype
+    w1_EDF, w2_EFD = w1_EDF.to(dtype), w2_EFD.to(dtype)
+    w3_EDF = w3_EDF.to(dtype) if w3_EDF is not None else None
+    ids_TK = ids_TK.long()
+    chosen = resolve_backend(backend, x_TD, w1_EDF, w3_EDF)
+    return chosen.fn(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
+
+
+register_backend("grouped", grouped_moe_ffn, lambda x, w1, w3: grouped_unsupported(x, w1, w3), priority=20)
+register_backend("loop", loop_moe_ffn, priority=10)
+register_backend("reference", reference_moe_ffn, priority=None)

@@ -1,0 +1,34 @@
+"""Sorted per-expert loop: sort → split by expert → ``F.linear`` per expert → deterministic combine.
+
+The portable backend: any D/F, any float dtype, any torch. At coarse granularity (E≈8) it is as fast as
+``grouped`` on the CPU; at fine granularity its E small GEMMs lose (shared/docs/KERNELS.md §7).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .activations import apply_activation
+from .dispatch import combine, sort_slots
+
+
+def loop_moe_ffn(
+    x_TD: torch.Tensor,
+    ids_TK: torch.Tensor,
+    weights_TK: torch.Tensor,
+    w1_EDF: torch.Tensor,
+    w2_EFD: torch.Tensor,
+    w3_EDF: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    slots = sort_slots(ids_TK, w1_EDF.shape[0])
+    x_ND = x_TD.index_select(0, slots.token_idx_N)
+    outputs = []
+    for e, x_nD in enumerate(torch.split(x_ND, slots.counts_E.tolist())):
+        if x_nD.shape[0] == 0:
+            continue
+        h_nF = x_nD @ w1_EDF[e]
+        g_nF = x_nD @ w3_EDF[e] if w3_EDF is not None else None
+        outputs.append(apply_activation(h_nF, activation, g_nF) @ w2_EFD[e])
+    y_ND = torch.cat(outputs) if outputs else x_ND.new_zeros(0, x_TD.shape[1])
+    return combine(y_ND, slots, weights_TK, x_TD.dtype)

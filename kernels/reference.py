@@ -1,0 +1,39 @@
+"""The oracle: a plain per-token, per-slot loop (ScatterMoE's ``dumb_forward``).
+
+Every other backend is tested against this one, forward and gradients. It is deliberately naive: no sorting,
+no batching, fp32 arithmetic whatever the input dtype, so that a bug in dispatch cannot hide here too.
+It is never picked by ``backend="auto"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .activations import apply_activation
+
+
+def reference_moe_ffn(
+    x_TD: torch.Tensor,
+    ids_TK: torch.Tensor,
+    weights_TK: torch.Tensor,
+    w1_EDF: torch.Tensor,
+    w2_EFD: torch.Tensor,
+    w3_EDF: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    """``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``, skipping slots whose id is −1."""
+    rows = []
+    for t in range(x_TD.shape[0]):
+        x_D = x_TD[t].float()
+        y_D = x_D.new_zeros(x_TD.shape[1])
+        for s in range(ids_TK.shape[1]):
+            e = int(ids_TK[t, s])
+            if e < 0:
+                continue
+            h_F = x_D @ w1_EDF[e].float()
+            g_F = x_D @ w3_EDF[e].float() if w3_EDF is not None else None
+            y_D = y_D + weights_TK[t, s].float() * (apply_activation(h_F, activation, g_F) @ w2_EFD[e].float())
+        rows.append(y_D)
+    if not rows:
+        return x_TD.new_zeros(x_TD.shape)
+    return torch.stack(rows).to(x_TD.dtype)

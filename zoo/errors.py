@@ -1,0 +1,61 @@
+"""Errors that the ``zoo`` CLI turns into a one-line message and an exit code.
+
+Every user-facing failure is a :class:`ZooError` subclass whose ``exit_code`` is the one documented in
+ARCHITECTURE.md (0 ok, 1 bug, 2 usage/config/bad input, 3 weights unavailable, 4 checksum mismatch,
+5 leaderboard outside tolerance, 6 rendered table out of date). Bad-argument errors also subclass
+``ValueError`` so library users can catch them the usual way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class ZooError(Exception):
+    """Base class of all errors the zoo raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ZooValueError(ZooError, ValueError):
+    """A bad argument, config value or input (exit 2)."""
+
+    exit_code = 2
+
+
+class WeightsUnavailableError(ZooError):
+    """Weights could not be found offline or downloaded (exit 3)."""
+
+    exit_code = 3
+
+
+class ChecksumError(ZooError):
+    """A file's sha256 differs from the manifest (exit 4)."""
+
+    exit_code = 4
+
+
+class ToleranceError(ZooError):
+    """A reproduced leaderboard number is outside its tolerance (exit 5)."""
+
+    exit_code = 5
+
+
+class StaleTableError(ZooError):
+    """A committed leaderboard table differs from what its results render to (exit 6)."""
+
+    exit_code = 6
+
+
+def bad_arg(name: str, given: Any, allowed: str | Iterable[Any]) -> ZooValueError:
+    """Build the standard message for a bad argument: its name, what was given and what is allowed."""
+    if not isinstance(allowed, str):
+        allowed = "one of " + ", ".join(repr(a) for a in allowed)
+    return ZooValueError(f"{name}={given!r} is not allowed; expected {allowed}")
+
+
+def check_arg(ok: bool, name: str, given: Any, allowed: str | Iterable[Any]) -> None:
+    """Raise :func:`bad_arg` unless ``ok``."""
+    if not ok:
+        raise bad_arg(name, given, allowed)
