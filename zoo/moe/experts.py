@@ -1,0 +1,191 @@
+"""Expert banks: what routed tokens are sent to.
+
+* :class:`FFNExperts` — the stacked FFN bank (``w1[E, D, F]``, ``w2[E, F, D]``, ``w3[E, D, F]`` for SwiGLU) that
+  every fused kernel serves through :func:`zoo.kernels.moe_ffn`.
+* :class:`ModuleExperts` — heterogeneous experts (hash-grid NeRF experts, prompt experts, policy heads): any
+  list of modules with the same input, dispatched by a sorted per-expert loop.
+* :class:`SpecialExperts` — MoE++ zero / copy / constant experts and AdaMoE null experts, applied element-wise
+  outside the FFN kernel.
+* :class:`SharedExperts` — always-on experts (DeepSeekMoE, Qwen2-MoE), a dense FFN on every token.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+from torch import nn
+
+from zoo.errors import check_arg
+from zoo.kernels import ACTIVATIONS, backends, moe_ffn
+from zoo.kernels.activations import GATED, apply_activation
+from zoo.kernels.dispatch import combine, sort_slots
+
+
+class Experts(nn.Module, abc.ABC):
+    """Interface of a routed expert bank: ``forward(x[T, D], ids[T, k], weights[T, k]) → y[T, D_out]``.
+
+    ``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``; slots with id −1 contribute nothing.
+    """
+
+    num_experts: int
+
+    @abc.abstractmethod
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the routed experts' outputs per token."""
+
+
+def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """``nn.Linear``'s default init, applied per expert: U(−1/√fan_in, 1/√fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.init.uniform_(t, -bound, bound)
+
+
+class FFNExperts(Experts):
+    """``E`` two-layer FFN experts stored as stacked tensors so one grouped kernel runs them all.
+
+    Args:
+        num_experts: E.
+        d_model: D, input and output width.
+        d_hidden: F, hidden width of each expert.
+        activation: ``gelu``, ``silu``, ``relu`` or ``swiglu`` (gated; adds ``w3``).
+        backend: ``zoo.kernels`` backend, ``auto`` by default (the fastest one that accepts the inputs).
+    """
+
+    def __init__(self, num_experts: int, d_model: int, d_hidden: int, activation: str = "gelu", backend: str = "auto") -> None:
+        super().__init__()
+        for name, value in (("num_experts", num_experts), ("d_model", d_model), ("d_hidden", d_hidden)):
+            check_arg(isinstance(value, int) and value > 0, name, value, "a positive int")
+        check_arg(activation in ACTIVATIONS, "activation", activation, ACTIVATIONS)
+        check_arg(backend == "auto" or backend in backends(), "backend", backend, ["auto", *backends()])
+        self.num_experts, self.d_model, self.d_hidden = num_experts, d_model, d_hidden
+        self.activation, self.backend = activation, backend
+        self.w1 = nn.Parameter(_uniform_(torch.empty(num_experts, d_model, d_hidden), d_model))
+        self.w2 = nn.Parameter(_uniform_(torch.empty(num_experts, d_hidden, d_model), d_hidden))
+        self.w3 = nn.Parameter(_uniform_(torch.empty(num_experts, d_model, d_hidden), d_model)) if activation in GATED else None
+
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+        return moe_ffn(x_TD, ids_TK, weights_TK, self.w1, self.w2, self.w3, self.activation, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"E={self.num_experts}, D={self.d_model}, F={self.d_hidden}, activation={self.activation}, backend={self.backend}"
+
+
+class ModuleExperts(Experts):
+    """Heterogeneous experts: any modules mapping ``x[n, D]`` to ``[n, D_out]``, run per expert on its tokens.
+
+    Slots are sorted by expert once and combined deterministically, as in the FFN kernels.
+    """
+
+    def __init__(self, experts: list[nn.Module] | nn.ModuleList) -> None:
+        super().__init__()
+        check_arg(len(experts) > 0, "experts", f"{len(experts)} modules", "at least one module")
+        self.experts = nn.ModuleList(experts)
+        self.num_experts = len(self.experts)
+
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+        slots = sort_slots(ids_TK.long(), self.num_experts)
+        x_ND = x_TD.index_select(0, slots.token_idx_N)
+        outputs = [expert(x_nD) for expert, x_nD in zip(self.experts, x_ND.split(slots.counts_E.tolist()))]
+        return combine(torch.cat(outputs), slots, weights_TK, x_TD.dtype)
+
+
+class SpecialExperts(nn.Module):
+    """Computation-free experts, numbered after the FFN experts in this order: zero, copy, constant, null.
+
+    * zero (MoE++): outputs 0, so a token that picks it spends less compute;
+    * copy (MoE++): outputs ``x``;
+    * constant (MoE++): outputs ``α₁·x + α₂·v`` with a learned vector ``v`` and ``[α₁, α₂] = softmax(W_c x)``;
+    * null (AdaMoE): outputs 0, used to let top-k pick "fewer" real experts.
+
+    With ``zero_renormalize`` (MoE++ official code) a zero expert's weight is set to 0 and the token's other
+    weights renormalised, so picking it removes compute without shrinking the output.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        first_id: int,
+        *,
+        num_zero: int = 0,
+        num_copy: int = 0,
+        num_constant: int = 0,
+        num_null: int = 0,
+        zero_renormalize: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("num_zero", num_zero), ("num_copy", num_copy), ("num_constant", num_constant), ("num_null", num_null)):
+            check_arg(isinstance(value, int) and value >= 0, name, value, "a non-negative int")
+        self.first_id = first_id
+        self.counts = {"zero": num_zero, "copy": num_copy, "constant": num_constant, "null": num_null}
+        self.num_experts = sum(self.counts.values())
+        self.zero_renormalize = zero_renormalize
+        self.constant_vectors = nn.Parameter(torch.zeros(num_constant, d_model))
+        self.constant_mix = nn.Parameter(torch.zeros(num_constant, d_model, 2))
+        nn.init.normal_(self.constant_vectors, std=d_model**-0.5)
+        nn.init.normal_(self.constant_mix, std=d_model**-0.5)
+
+    def id_range(self, kind: str) -> tuple[int, int]:
+        """``[start, stop)`` of the global expert ids of one kind."""
+        start = self.first_id
+        for name, count in self.counts.items():
+            if name == kind:
+                return start, start + count
+            start += count
+        raise KeyError(kind)
+
+    def forward(
+        self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Apply the special experts; return ``(y_special[T, D], ffn_ids, ffn_weights)``.
+
+        ``ffn_ids`` has every special slot rewritten to −1, so the FFN kernel sees ``[0, first_id) ∪ {−1}``.
+        """
+        if self.zero_renormalize and self.counts["zero"]:
+            lo, hi = self.id_range("zero")
+            is_zero = (ids_TK >= lo) & (ids_TK < hi)
+            kept = torch.where(is_zero, torch.zeros_like(weights_TK), weights_TK)
+            total = kept.sum(-1, keepdim=True)
+            weights_TK = torch.where(total > 0, kept / total.clamp_min(1e-20), kept)
+        y_TD = torch.zeros_like(x_TD, dtype=torch.float32)
+        lo, hi = self.id_range("copy")
+        copy_w = torch.where((ids_TK >= lo) & (ids_TK < hi), weights_TK, 0.0).sum(-1)
+        y_TD = y_TD + copy_w[:, None] * x_TD.float()
+        lo, _ = self.id_range("constant")
+        for c in range(self.counts["constant"]):
+            w_T = torch.where(ids_TK == lo + c, weights_TK, 0.0).sum(-1)
+            alpha_T2 = torch.softmax(x_TD.float() @ self.constant_mix[c].float(), dim=-1)
+            out_TD = alpha_T2[:, :1] * x_TD.float() + alpha_T2[:, 1:] * self.constant_vectors[c].float()
+            y_TD = y_TD + w_T[:, None] * out_TD
+        is_special = ids_TK >= self.first_id
+        ffn_ids = torch.where(is_special, torch.full_like(ids_TK, -1), ids_TK)
+        ffn_weights = torch.where(is_special, torch.zeros_like(weights_TK), weights_TK)
+        return y_TD.to(x_TD.dtype), ffn_ids, ffn_weights
+
+
+class SharedExperts(nn.Module):
+    """Always-on experts applied to every token (DeepSeekMoE shared experts, Qwen2-MoE shared expert).
+
+    ``num_shared`` experts of width F are one dense FFN of width ``num_shared·F`` (the sum of their outputs).
+    With ``gated`` the output is scaled per token by ``sigmoid(x·w_gate)`` (Qwen2-MoE).
+    """
+
+    def __init__(self, d_model: int, d_hidden: int, num_shared: int = 1, activation: str = "gelu", gated: bool = False) -> None:
+        super().__init__()
+        check_arg(isinstance(num_shared, int) and num_shared > 0, "num_shared", num_shared, "a positive int")
+        check_arg(activation in ACTIVATIONS, "activation", activation, ACTIVATIONS)
+        width = num_shared * d_hidden
+        self.activation = activation
+        self.w1 = nn.Parameter(_uniform_(torch.empty(d_model, width), d_model))
+        self.w2 = nn.Parameter(_uniform_(torch.empty(width, d_model), width))
+        self.w3 = nn.Parameter(_uniform_(torch.empty(d_model, width), d_model)) if activation in GATED else None
+        self.gate = nn.Linear(d_model, 1, bias=False) if gated else None
+
+    def forward(self, x_TD: torch.Tensor) -> torch.Tensor:
+        dtype = x_TD.dtype
+        g = x_TD @ self.w3.to(dtype) if self.w3 is not None else None
+        y_TD = apply_activation(x_TD @ self.w1.to(dtype), self.activation, g) @ self.w2.to(dtype)
+        if self.gate is not None:
+            y_TD = y_TD * torch.sigmoid(self.gate(x_TD.float())).to(dtype)
+        return y_TD

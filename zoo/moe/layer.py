@@ -1,0 +1,173 @@
+"""``MoELayer``: router + routed experts (+ special and shared experts), and its config.
+
+The layer returns its auxiliary losses and statistics with its output (:class:`MoEOutput`) instead of hiding
+them in module state, so a task model passes them up explicitly and :class:`zoo.module.ZooModule` adds every
+loss to the objective and logs every layer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooValueError, check_arg
+
+from .experts import Experts, FFNExperts, SharedExperts, SpecialExperts
+from .routing import ROUTERS, Router, Routing
+from .stats import ExpertStats, routing_stats
+
+
+@dataclass
+class MoEOutput:
+    """A layer's output ``y`` (same shape as its input), its weighted aux losses and its routing statistics."""
+
+    y: torch.Tensor
+    aux: dict[str, torch.Tensor]
+    stats: ExpertStats
+    routing: Routing
+
+
+@dataclass
+class MoEConfig:
+    """Everything needed to build an :class:`MoELayer` for a given ``d_model``; the ``moe.*`` block of recipes.
+
+    ``router_kwargs`` go to the router class (e.g. ``{"p": 0.4}`` for ``top_p``, ``{"capacity_factor": 1.25}``
+    for ``top_k``); ``k`` is passed to routers that take it. ``balance_coef``/``z_coef`` left as None keep the
+    router's own default (0.01 balance for top-k, none for balanced-by-construction routers).
+    """
+
+    num_experts: int = 8
+    k: int = 2
+    d_hidden: int = 256
+    activation: str = "gelu"
+    router: str = "top_k"
+    router_kwargs: dict[str, Any] = field(default_factory=dict)
+    balance_coef: float | None = None
+    z_coef: float | None = None
+    num_shared: int = 0
+    shared_gated: bool = False
+    num_zero: int = 0
+    num_copy: int = 0
+    num_constant: int = 0
+    num_null: int = 0
+    backend: str = "auto"
+
+
+def _router_takes_k(cls: type[Router]) -> bool:
+    return "k" in inspect.signature(cls).parameters
+
+
+def build_router(name: str, d_model: int, num_experts: int, **kwargs: Any) -> Router:
+    """Instantiate a router by registry name; an unknown name raises with the closest match."""
+    if name not in ROUTERS:
+        hint = difflib.get_close_matches(name, ROUTERS, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ZooValueError(f"router={name!r} is not allowed; expected one of {', '.join(ROUTERS)}{suggestion}")
+    cls = ROUTERS[name]
+    if not _router_takes_k(cls):
+        kwargs.pop("k", None)
+    try:
+        return cls(d_model, num_experts, **kwargs)
+    except TypeError as err:
+        raise ZooValueError(f"router {name!r}: {err}") from None
+
+
+class MoELayer(nn.Module):
+    """A mixture-of-experts layer: ``y = Σ routed experts + special experts + shared experts``.
+
+    Input ``x[..., D]`` is flattened to tokens ``[T, D]``; ``token_ids[...]`` (optional) feed hash routing.
+    The router scores all ``E = experts.num_experts + special.num_experts`` routable experts; special slots
+    are applied element-wise and rewritten to −1 before the FFN kernel.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        experts: Experts,
+        special: SpecialExperts | None = None,
+        shared: SharedExperts | None = None,
+    ) -> None:
+        super().__init__()
+        num_special = special.num_experts if special is not None else 0
+        expected = experts.num_experts + num_special
+        check_arg(
+            router.num_experts == expected,
+            "router.num_experts",
+            router.num_experts,
+            f"{expected} (= {experts.num_experts} experts + {num_special} special experts)",
+        )
+        self.router, self.experts, self.special, self.shared = router, experts, special, shared
+        self.d_model = router.d_model
+
+    @classmethod
+    def from_config(cls, cfg: MoEConfig, d_model: int) -> MoELayer:
+        """Build router, FFN bank, special and shared experts from a :class:`MoEConfig`."""
+        num_special = cfg.num_zero + cfg.num_copy + cfg.num_constant + cfg.num_null
+        router_kwargs = {"k": cfg.k, **cfg.router_kwargs}
+        for name in ("balance_coef", "z_coef"):
+            if getattr(cfg, name) is not None:
+                router_kwargs.setdefault(name, getattr(cfg, name))
+        router = build_router(cfg.router, d_model, cfg.num_experts + num_special, **router_kwargs)
+        experts = FFNExperts(cfg.num_experts, d_model, cfg.d_hidden, cfg.activation, cfg.backend)
+        special = None
+        if num_special:
+            special = SpecialExperts(
+                d_model,
+                cfg.num_experts,
+                num_zero=cfg.num_zero,
+                num_copy=cfg.num_copy,
+                num_constant=cfg.num_constant,
+                num_null=cfg.num_null,
+            )
+        shared = SharedExperts(d_model, cfg.d_hidden, cfg.num_shared, cfg.activation, cfg.shared_gated) if cfg.num_shared else None
+        return cls(router, experts, special, shared)
+
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor | None = None) -> MoEOutput:
+        check_arg(x.dim() >= 1 and x.shape[-1] == self.d_model, "x.shape", tuple(x.shape), f"[..., {self.d_model}]")
+        check_arg(x.is_floating_point(), "x.dtype", x.dtype, "a floating dtype")
+        x_TD = x.reshape(-1, self.d_model)
+        token_ids_T = token_ids.reshape(-1) if token_ids is not None else None
+        routing = self.router(x_TD, token_ids_T)
+        ffn_ids, ffn_weights = routing.ids, routing.weights
+        y_TD = None
+        if self.special is not None:
+            y_TD, ffn_ids, ffn_weights = self.special(x_TD, ffn_ids, ffn_weights)
+        y_ffn = self.experts(x_TD, ffn_ids, ffn_weights)
+        y_TD = y_ffn if y_TD is None else y_TD + y_ffn
+        if self.shared is not None:
+            y_TD = y_TD + self.shared(x_TD)
+        stats = routing_stats(routing.ids, routing.logits, ffn_ids, self.experts.num_experts, routing.drop_rate)
+        return MoEOutput(y_TD.reshape(*x.shape[:-1], y_TD.shape[-1]), dict(routing.aux), stats, routing)
+
+
+def total_aux_loss(aux: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """Sum of already-weighted auxiliary losses, or None when there are none."""
+    values = list(aux.values())
+    return torch.stack([v.float() for v in values]).sum() if values else None
+
+
+def collect(outputs: Mapping[str, MoEOutput]) -> tuple[dict[str, torch.Tensor], dict[str, ExpertStats]]:
+    """Flatten ``{layer: MoEOutput}`` into ``aux`` keyed ``layer/loss`` and ``stats`` keyed ``layer``."""
+    aux = {f"{layer}/{name}": v for layer, out in outputs.items() for name, v in out.aux.items()}
+    stats = {layer: out.stats for layer, out in outputs.items()}
+    return aux, stats
+
+
+def routers(module: nn.Module) -> Iterable[Router]:
+    """Every router inside ``module``."""
+    return (m for m in module.modules() if isinstance(m, Router))
+
+
+def on_optimizer_step(module: nn.Module, step: int) -> None:
+    """Advance the per-step state of every router in ``module`` (aux-free bias, dense-to-sparse temperature).
+
+    Call it once per optimizer step, before the step; :class:`zoo.module.ZooModule` does.
+    """
+    for router in routers(module):
+        router.on_optimizer_step(step)

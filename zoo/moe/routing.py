@@ -1,0 +1,486 @@
+"""Routers: token representations in, a :class:`Routing` out.
+
+Every router returns the same contract (ARCHITECTURE.md, "The MoE contract"): ``ids[T, k_max]`` (int64, −1 for
+a slot with no work), ``weights[T, k_max]`` (0 where the id is −1), fp32 ``logits[T, E]`` and named, already
+weighted auxiliary losses. Dynamic-k routers (top-p, threshold, dense-to-sparse, expert choice) pad to their
+widest row with −1, so every router feeds the same dispatch.
+
+Routers run in fp32 even under autocast: a bf16 router changes which experts win (a ScatterMoE accuracy issue).
+Routers whose state changes with training (aux-loss-free bias, dense-to-sparse temperature) do it in
+:meth:`Router.on_optimizer_step`, which :class:`zoo.module.ZooModule` calls once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import check_arg
+
+from . import losses
+
+
+@dataclass
+class Routing:
+    """What a router decided for ``T`` tokens over ``E`` experts.
+
+    ``drop_rate`` is the fraction of requested slots dropped by a capacity limit (top-k with a capacity factor),
+    or, for expert choice, the fraction of tokens no expert picked.
+    """
+
+    ids: torch.Tensor
+    weights: torch.Tensor
+    logits: torch.Tensor
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    drop_rate: torch.Tensor | None = None
+
+    @property
+    def k(self) -> int:
+        return self.ids.shape[1]
+
+
+def _compact(mask_TE: torch.Tensor, weights_TE: torch.Tensor, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a boolean selection ``[T, E]`` into ``ids/weights[T, k]`` padded with −1, highest weight first.
+
+    ``k`` is the widest row (at least 1), or ``k_max`` if given (rows are then truncated to their best k_max).
+    """
+    T, E = mask_TE.shape
+    key = torch.where(mask_TE, weights_TE.detach(), torch.full_like(weights_TE, -math.inf))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    width = int(mask_TE.sum(1).max()) if T else 0
+    width = max(1, min(width, k_max if k_max is not None else E))
+    ids = order[:, :width]
+    keep = mask_TE.gather(1, ids)
+    weights = torch.where(keep, weights_TE.gather(1, ids), torch.zeros((), dtype=weights_TE.dtype))
+    return torch.where(keep, ids, torch.full_like(ids, -1)), weights
+
+
+def _top1_mask(probs_TE: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[T, E]`` marking each row's most probable expert (dynamic-k routers always keep it)."""
+    return F.one_hot(probs_TE.argmax(-1), probs_TE.shape[-1]).bool()
+
+
+class Router(nn.Module, abc.ABC):
+    """Base router: an fp32 linear gate ``x → logits[T, E]`` plus the standard auxiliary losses.
+
+    Args:
+        d_model: token dimension D.
+        num_experts: number of routable experts E (FFN and special experts together).
+        balance_coef: weight of the Switch/GShard load-balance loss (0.01 as in Switch; 0 disables it).
+        z_coef: weight of the ST-MoE router z-loss (1e-3 in ST-MoE; off by default).
+        importance_coef: weight of the importance CV² loss (Shazeer et al. 2017; off by default).
+    """
+
+    #: Routers without a learned gate (hash routing) set this False.
+    learned: bool = True
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        *,
+        balance_coef: float = 0.01,
+        z_coef: float = 0.0,
+        importance_coef: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_arg(isinstance(d_model, int) and d_model > 0, "d_model", d_model, "a positive int")
+        check_arg(isinstance(num_experts, int) and num_experts > 0, "num_experts", num_experts, "a positive int")
+        for name, coef in (("balance_coef", balance_coef), ("z_coef", z_coef), ("importance_coef", importance_coef)):
+            check_arg(coef >= 0, name, coef, "a non-negative float")
+        self.d_model, self.num_experts = d_model, num_experts
+        self.balance_coef, self.z_coef, self.importance_coef = balance_coef, z_coef, importance_coef
+        if self.learned:
+            self.gate = nn.Linear(d_model, num_experts, bias=False)
+            nn.init.normal_(self.gate.weight, std=d_model**-0.5)
+
+    def router_logits(self, x_TD: torch.Tensor) -> torch.Tensor:
+        """fp32 gate logits ``[T, E]``, computed outside autocast."""
+        with torch.autocast(device_type=x_TD.device.type, enabled=False):
+            return F.linear(x_TD.float(), self.gate.weight.float())
+
+    def forward(self, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None = None) -> Routing:
+        check_arg(x_TD.dim() == 2 and x_TD.shape[1] == self.d_model, "x.shape", tuple(x_TD.shape), f"[T, {self.d_model}]")
+        logits = self.router_logits(x_TD)
+        routing = self.select(logits, x_TD, token_ids_T)
+        routing.aux.update(self.aux_losses(logits, routing.ids))
+        return routing
+
+    @abc.abstractmethod
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        """Pick experts and weights from the logits; each router implements its rule here."""
+
+    def aux_losses(self, logits_TE: torch.Tensor, ids_TK: torch.Tensor) -> dict[str, torch.Tensor]:
+        aux: dict[str, torch.Tensor] = {}
+        if self.balance_coef:
+            aux["balance"] = self.balance_coef * losses.load_balance_loss(logits_TE, ids_TK)
+        if self.z_coef:
+            aux["z_loss"] = self.z_coef * losses.router_z_loss(logits_TE)
+        if self.importance_coef:
+            aux["importance"] = self.importance_coef * losses.importance_loss(logits_TE)
+        return aux
+
+    def on_optimizer_step(self, step: int) -> None:
+        """Called once per optimizer step (before it) with the global step; stateless routers ignore it."""
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_experts={self.num_experts}"
+
+
+class TopKRouter(Router):
+    """Top-k softmax routing (Shazeer et al. 2017; GShard; Switch; Mixtral).
+
+    Args:
+        k: experts per token.
+        renormalize: divide the k kept probabilities by their sum (Mixtral) instead of keeping the raw softmax
+            probabilities (Switch, GShard). Default True, as most current models do.
+        noise: add ``N(0, 1) · softplus(x W_noise)`` to the logits in training (noisy top-k gating).
+        capacity_factor: if set, each expert takes at most ``ceil(cf · T · k / E)`` slots per batch; the
+            overflow is dropped (id −1) in slot-major priority: every token's first choice before any
+            second choice (GShard). ``None`` is dropless.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        k: int = 2,
+        *,
+        renormalize: bool = True,
+        noise: bool = False,
+        capacity_factor: float | None = None,
+        **loss_coefs: float,
+    ) -> None:
+        super().__init__(d_model, num_experts, **loss_coefs)
+        check_arg(isinstance(k, int) and 1 <= k <= num_experts, "k", k, f"an int in [1, num_experts={num_experts}]")
+        check_arg(capacity_factor is None or capacity_factor > 0, "capacity_factor", capacity_factor, "None or > 0")
+        self.k, self.renormalize, self.capacity_factor = k, renormalize, capacity_factor
+        self.noise = nn.Linear(d_model, num_experts, bias=False) if noise else None
+        if self.noise is not None:
+            nn.init.zeros_(self.noise.weight)
+
+    def selection_scores(self, logits_TE: torch.Tensor, x_TD: torch.Tensor) -> torch.Tensor:
+        if self.noise is not None and self.training:
+            with torch.autocast(device_type=x_TD.device.type, enabled=False):
+                std = F.softplus(F.linear(x_TD.float(), self.noise.weight.float()))
+            return logits_TE + torch.randn_like(logits_TE) * std
+        return logits_TE
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        scores = self.selection_scores(logits_TE, x_TD)
+        probs = torch.softmax(scores, dim=-1)
+        top_p, ids = probs.topk(self.k, dim=-1)
+        weights = top_p / top_p.sum(-1, keepdim=True) if self.renormalize else top_p
+        drop_rate = None
+        if self.capacity_factor is not None:
+            ids, weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
+        return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}, capacity_factor={self.capacity_factor}"
+
+
+def capacity(num_tokens: int, k: int, num_experts: int, capacity_factor: float) -> int:
+    """Slots per expert: ``ceil(cf · T · k / E)``."""
+    return math.ceil(capacity_factor * num_tokens * k / num_experts)
+
+
+def apply_capacity(
+    ids_TK: torch.Tensor, weights_TK: torch.Tensor, num_experts: int, capacity_factor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drop slots beyond each expert's capacity, first choices first, earlier tokens first (GShard).
+
+    Returns the new ids and weights (dropped slots become −1 / 0) and the fraction of valid slots dropped.
+    """
+    T, k = ids_TK.shape
+    cap = capacity(T, k, num_experts, capacity_factor)
+    slot_major = ids_TK.t().reshape(-1)  # priority order: slot 0 of every token, then slot 1, ...
+    valid = slot_major >= 0
+    keyed = torch.where(valid, slot_major, torch.full_like(slot_major, num_experts))
+    order = torch.sort(keyed, stable=True).indices
+    counts = torch.bincount(keyed, minlength=num_experts + 1)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - starts[keyed[order]]
+    keep = (valid & (rank < cap)).view(k, T).t()
+    dropped = (valid.view(k, T).t() & ~keep).sum()
+    drop_rate = dropped.float() / valid.sum().clamp_min(1).float()
+    return (
+        torch.where(keep, ids_TK, torch.full_like(ids_TK, -1)),
+        torch.where(keep, weights_TK, torch.zeros_like(weights_TK)),
+        drop_rate,
+    )
+
+
+class AuxFreeRouter(TopKRouter):
+    """Auxiliary-loss-free balancing (Wang et al. 2024, "Auxiliary-Loss-Free Load Balancing"; DeepSeek-V3).
+
+    Selection uses ``scores + bias``; the weights use the unbiased scores, so the bias steers which experts are
+    chosen without touching the function computed for a given choice. The bias is updated once per optimizer
+    step from the load counted in training forwards since the last step (safe with gradient accumulation) and
+    is a persistent buffer, so it travels with checkpoints.
+
+    Args:
+        score: ``"sigmoid"`` (DeepSeek-V3, weights renormalised over the k) or ``"softmax"``.
+        bias_rate: update speed u (1e-3 in the paper).
+        balance_coef: defaults to 0: this router balances without an auxiliary loss.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        k: int = 2,
+        *,
+        score: str = "sigmoid",
+        bias_rate: float = 1e-3,
+        balance_coef: float = 0.0,
+        **kwargs,
+    ) -> None:
+        check_arg(score in ("sigmoid", "softmax"), "score", score, ["sigmoid", "softmax"])
+        check_arg(bias_rate >= 0, "bias_rate", bias_rate, "a non-negative float")
+        super().__init__(d_model, num_experts, k, balance_coef=balance_coef, **kwargs)
+        self.score, self.bias_rate = score, bias_rate
+        self.register_buffer("bias", torch.zeros(num_experts))
+        self.register_buffer("pending_load", torch.zeros(num_experts), persistent=False)
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        noisy = self.selection_scores(logits_TE, x_TD)
+        scores = torch.sigmoid(noisy) if self.score == "sigmoid" else torch.softmax(noisy, dim=-1)
+        ids = (scores.detach() + self.bias).topk(self.k, dim=-1).indices
+        weights = scores.gather(1, ids)
+        if self.score == "sigmoid" or self.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+        drop_rate = None
+        if self.capacity_factor is not None:
+            ids, weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
+        if self.training:
+            valid = ids[ids >= 0]
+            self.pending_load += torch.bincount(valid, minlength=self.num_experts).to(self.pending_load.dtype)
+        return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
+
+    @torch.no_grad()
+    def on_optimizer_step(self, step: int) -> None:
+        if self.pending_load.sum() > 0:
+            self.bias.copy_(losses.aux_free_bias_update(self.bias, self.pending_load, self.bias_rate))
+        self.pending_load.zero_()
+
+
+class ExpertChoiceRouter(Router):
+    """Expert-choice routing (Zhou et al. 2022): each expert takes its top-C tokens, ``C = ceil(T · c / E)``.
+
+    Balanced by construction (no auxiliary loss by default). A token may get 0..E experts; tokens nobody picks
+    pass through the residual only and are reported as ``drop_rate``. Selection looks at the whole batch, so it
+    leaks future tokens: not for causal decoders.
+
+    Args:
+        capacity_factor: c, average experts per token (2 in the paper).
+    """
+
+    def __init__(self, d_model: int, num_experts: int, *, capacity_factor: float = 2.0, balance_coef: float = 0.0, **kw) -> None:
+        super().__init__(d_model, num_experts, balance_coef=balance_coef, **kw)
+        check_arg(capacity_factor > 0, "capacity_factor", capacity_factor, "> 0")
+        self.capacity_factor = capacity_factor
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        T, E = logits_TE.shape
+        probs = torch.softmax(logits_TE, dim=-1)
+        cap = min(T, math.ceil(T * self.capacity_factor / E))
+        token_idx_EC = probs.t().topk(cap, dim=-1).indices
+        mask = torch.zeros_like(probs, dtype=torch.bool)
+        mask.scatter_(0, token_idx_EC.t(), True)
+        ids, weights = _compact(mask, probs)
+        drop_rate = (~mask.any(1)).float().mean()
+        return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
+
+
+class TopPRouter(Router):
+    """Top-p (dynamic) routing (Huang et al. 2024, "Harder Tasks Need More Experts: Dynamic Routing in MoE").
+
+    Keeps the smallest set of most probable experts whose mass reaches ``p``, **including the expert that
+    crosses p**, so the kept mass is always ≥ p. Weights are the raw softmax probabilities (not renormalised).
+    An entropy penalty ("dynamic loss") stops the router from going uniform to activate more experts.
+
+    Args:
+        p: mass threshold in (0, 1] (0.4 in the official code).
+        k_max: optional cap on experts per token.
+        entropy_coef: weight of the dynamic (entropy) loss.
+    """
+
+    def __init__(
+        self, d_model: int, num_experts: int, *, p: float = 0.4, k_max: int | None = None, entropy_coef: float = 1e-4, **kw
+    ) -> None:
+        super().__init__(d_model, num_experts, **kw)
+        check_arg(0 < p <= 1, "p", p, "a float in (0, 1]")
+        check_arg(k_max is None or 1 <= k_max <= num_experts, "k_max", k_max, f"None or an int in [1, {num_experts}]")
+        check_arg(entropy_coef >= 0, "entropy_coef", entropy_coef, "a non-negative float")
+        self.p, self.k_max, self.entropy_coef = p, k_max, entropy_coef
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        probs = torch.softmax(logits_TE, dim=-1)
+        sorted_p, order = probs.detach().sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p
+        keep_sorted = mass_before < self.p
+        mask = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+        ids, weights = _compact(mask, probs, self.k_max)
+        routing = Routing(ids, weights, logits_TE)
+        if self.entropy_coef:
+            routing.aux["entropy"] = self.entropy_coef * losses.routing_entropy(logits_TE)
+        return routing
+
+
+class ThresholdRouter(Router):
+    """Threshold (dynamic-k) routing: every expert whose probability is ≥ ``threshold``, at least the top one.
+
+    Args:
+        threshold: probability cut in (0, 1].
+        k_max: optional cap on experts per token.
+        renormalize: renormalise the kept probabilities to sum to 1.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        *,
+        threshold: float = 0.1,
+        k_max: int | None = None,
+        renormalize: bool = False,
+        **kw,
+    ) -> None:
+        super().__init__(d_model, num_experts, **kw)
+        check_arg(0 < threshold <= 1, "threshold", threshold, "a float in (0, 1]")
+        check_arg(k_max is None or 1 <= k_max <= num_experts, "k_max", k_max, f"None or an int in [1, {num_experts}]")
+        self.threshold, self.k_max, self.renormalize = threshold, k_max, renormalize
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        probs = torch.softmax(logits_TE, dim=-1)
+        ids, weights = _compact((probs >= self.threshold) | _top1_mask(probs), probs, self.k_max)
+        if self.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        return Routing(ids, weights, logits_TE)
+
+
+class SoftRouter(Router):
+    """Soft (dense) gating: every token uses every expert, weighted by the softmax (classic MoE, MMoE gates).
+
+    Balance loss is off by default: with all experts active it has nothing to balance.
+    """
+
+    def __init__(self, d_model: int, num_experts: int, *, balance_coef: float = 0.0, **kw) -> None:
+        super().__init__(d_model, num_experts, balance_coef=balance_coef, **kw)
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        T, E = logits_TE.shape
+        ids = torch.arange(E, device=logits_TE.device).expand(T, E)
+        return Routing(ids, torch.softmax(logits_TE, dim=-1), logits_TE)
+
+
+class HashRouter(Router):
+    """Hash routing (Roller et al. 2021, "Hash Layers for Large Sparse Models"): a fixed, unlearned assignment.
+
+    With ``token_ids`` (vocabulary ids, user ids, ...) the expert is a fixed random hash of the id; without them
+    it is a locality-sensitive hash of the representation (signs of ``hash_bits`` fixed random projections),
+    so similar tokens share an expert. k > 1 takes k distinct experts; each gets weight 1/k. No parameters, no
+    auxiliary losses; the logits are zeros.
+    """
+
+    learned = False
+
+    def __init__(self, d_model: int, num_experts: int, k: int = 1, *, hash_bits: int = 16, seed: int = 0) -> None:
+        super().__init__(d_model, num_experts, balance_coef=0.0)
+        check_arg(isinstance(k, int) and 1 <= k <= num_experts, "k", k, f"an int in [1, num_experts={num_experts}]")
+        check_arg(1 <= hash_bits <= 62, "hash_bits", hash_bits, "an int in [1, 62]")
+        self.k = k
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(d_model, hash_bits, generator=gen))
+        self.register_buffer("permutation", torch.randperm(num_experts, generator=gen))
+        self.register_buffer("bit_values", 2 ** torch.arange(hash_bits))
+
+    def router_logits(self, x_TD: torch.Tensor) -> torch.Tensor:
+        return x_TD.new_zeros(x_TD.shape[0], self.num_experts, dtype=torch.float32)
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        if token_ids_T is None:
+            codes = ((x_TD.float() @ self.projection) > 0).long() @ self.bit_values
+        else:
+            check_arg(token_ids_T.shape == x_TD.shape[:1], "token_ids.shape", tuple(token_ids_T.shape), f"[{x_TD.shape[0]}]")
+            codes = token_ids_T.long()
+        # Knuth's multiplicative hash, kept within int64; the permutation breaks any residual id order.
+        base = (codes * 2654435761) % (2**31 - 1) % self.num_experts
+        slots = (base[:, None] + torch.arange(self.k, device=base.device)) % self.num_experts
+        ids = self.permutation[slots]
+        weights = torch.full(ids.shape, 1.0 / self.k, device=ids.device)
+        return Routing(ids, weights, logits_TE)
+
+
+class DenseToSparseRouter(Router):
+    """EvoMoE's dense-to-sparse gate (Nie et al. 2022, "EvoMoE"): start dense, anneal to sparse top-k.
+
+    In training, gates are a Gumbel-softmax over ``log softmax(logits)`` with temperature τ annealed
+    exponentially from ``tau_start`` to ``tau_end`` over ``anneal_steps`` optimizer steps; experts whose gate
+    exceeds ``threshold`` (0.02 in the paper) are kept, with their gates as weights (not renormalised). A high
+    τ spreads the gate over all experts (dense); a low one concentrates it. After annealing, and in eval,
+    it routes top-``k`` with softmax weights (top-1 in the paper).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        k: int = 1,
+        *,
+        tau_start: float = 2.0,
+        tau_end: float = 0.3,
+        anneal_steps: int = 1000,
+        threshold: float = 0.02,
+        **kw,
+    ) -> None:
+        super().__init__(d_model, num_experts, **kw)
+        check_arg(isinstance(k, int) and 1 <= k <= num_experts, "k", k, f"an int in [1, num_experts={num_experts}]")
+        check_arg(tau_start >= tau_end > 0, "tau_start, tau_end", (tau_start, tau_end), "tau_start >= tau_end > 0")
+        check_arg(anneal_steps >= 0, "anneal_steps", anneal_steps, "a non-negative int")
+        check_arg(0 <= threshold < 1, "threshold", threshold, "a float in [0, 1)")
+        self.k, self.tau_start, self.tau_end = k, tau_start, tau_end
+        self.anneal_steps, self.threshold = anneal_steps, threshold
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def temperature(self) -> float:
+        if self.anneal_steps == 0:
+            return self.tau_end
+        frac = min(1.0, int(self.step) / self.anneal_steps)
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+    @property
+    def is_dense_phase(self) -> bool:
+        return self.training and int(self.step) < self.anneal_steps
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        if self.is_dense_phase:
+            gates = F.gumbel_softmax(torch.log_softmax(logits_TE, dim=-1), tau=self.temperature, dim=-1)
+            ids, weights = _compact((gates > self.threshold) | _top1_mask(gates), gates)
+        else:
+            probs = torch.softmax(logits_TE, dim=-1)
+            weights, ids = probs.topk(self.k, dim=-1)
+        return Routing(ids, weights, logits_TE)
+
+    def on_optimizer_step(self, step: int) -> None:
+        self.step.fill_(step + 1)
+
+
+ROUTERS: dict[str, type[Router]] = {
+    "top_k": TopKRouter,
+    "aux_free": AuxFreeRouter,
+    "expert_choice": ExpertChoiceRouter,
+    "top_p": TopPRouter,
+    "threshold": ThresholdRouter,
+    "soft": SoftRouter,
+    "hash": HashRouter,
+    "dense_to_sparse": DenseToSparseRouter,
+}
