@@ -1,0 +1,33 @@
+# Quick start: `make demo` and `make test`. Both create .venv on first use (idempotent).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?= -q -m "not slow and not gpu"
+
+.PHONY: setup demo test test-all bench clean
+
+# The stamp depends on the packaging files, so editing them reinstalls; otherwise setup is a no-op.
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[all]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/zoo demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/moe_layer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

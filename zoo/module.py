@@ -1,0 +1,191 @@
+"""``ZooModule``: the LightningModule every task trains through.
+
+It owns the parts every MoE task shares: the objective ``task loss + Σ auxiliary losses`` (the aux losses travel
+up from each :class:`~zoo.moe.MoELayer` in the model's output, never through hidden state), per-stage
+torchmetrics, the optimizer and schedule from :class:`OptimConfig`, and the per-optimizer-step router updates
+(aux-loss-free bias, dense-to-sparse temperature). Routing statistics are returned from ``training_step`` for
+:class:`zoo.callbacks.ExpertStatsCallback` to log and plot.
+
+A task either passes a model whose ``forward(x)`` returns a tensor or a :class:`ModelOutput` together with a
+``loss_fn`` (batches are ``(x, y)``), or subclasses and overrides :meth:`ZooModule.step`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+
+from zoo.errors import check_arg
+from zoo.moe import ExpertStats, Router, on_optimizer_step, total_aux_loss
+
+STAGES = ("train", "val", "test")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("none", "cosine", "linear")
+
+
+@dataclass
+class ModelOutput:
+    """What an MoE task model returns: its prediction plus the aux losses and stats of its MoE layers."""
+
+    pred: torch.Tensor
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, ExpertStats] = field(default_factory=dict)
+
+
+@dataclass
+class StepOutput:
+    """One step's task loss, predictions and targets for metrics, and the model's aux losses and stats."""
+
+    loss: torch.Tensor
+    preds: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, ExpertStats] = field(default_factory=dict)
+    batch_size: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule; the ``optim.*`` block of recipes.
+
+    Weight decay applies to matrices and expert banks only, never to router gates, biases or norms (decaying a
+    router's gate pulls it towards uniform routing). ``scheduler`` is ``none``, ``cosine`` (to
+    ``min_lr_ratio·lr``) or ``linear`` decay, after ``warmup_steps`` of linear warm-up; the horizon is
+    ``max_steps`` or the trainer's estimate of total steps.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    scheduler: str = "none"
+    warmup_steps: int = 0
+    max_steps: int | None = None
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_arg(self.name in OPTIMIZERS, "optim.name", self.name, OPTIMIZERS)
+        check_arg(self.scheduler in SCHEDULERS, "optim.scheduler", self.scheduler, SCHEDULERS)
+        check_arg(self.lr > 0, "optim.lr", self.lr, "> 0")
+        check_arg(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        check_arg(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
+        check_arg(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", self.min_lr_ratio, "a float in [0, 1]")
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at each step: linear warm-up, then the configured decay."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.scheduler == "none":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.scheduler == "cosine" else 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split parameters into decayed (matrices, expert banks) and not decayed (routers, biases, norms)."""
+    router_params = {id(p) for m in model.modules() if isinstance(m, Router) for p in m.parameters()}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and id(p) not in router_params else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ZooModule(L.LightningModule):
+    """Base LightningModule: task loss + Σ aux losses, per-stage metrics, optimizer from config.
+
+    Args:
+        model: the task network. Its ``forward(x)`` returns a tensor or a :class:`ModelOutput`.
+        loss_fn: task loss ``loss_fn(pred, target)`` used by the default :meth:`step`.
+        optim: optimizer/scheduler config.
+        metrics: torchmetrics computed per stage on ``(preds, target)``; each stage gets its own copy
+            (``train/…``, ``val/…``, ``test/…``) so their states never mix.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        optim: OptimConfig | None = None,
+        metrics: Mapping[str, Metric] | MetricCollection | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optim = optim or OptimConfig()
+        self.save_hyperparameters({"optim": asdict(self.optim)})
+        collection = MetricCollection(dict(metrics)) if isinstance(metrics, Mapping) else metrics
+        self.train_metrics = collection.clone(prefix="train/") if collection is not None else None
+        self.val_metrics = collection.clone(prefix="val/") if collection is not None else None
+        self.test_metrics = collection.clone(prefix="test/") if collection is not None else None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def step(self, batch: Any) -> StepOutput:
+        """Default step for ``(x, y)`` batches; tasks with richer batches override this."""
+        check_arg(self.loss_fn is not None, "loss_fn", None, "a loss function, or a subclass overriding step()")
+        x, y = batch
+        out = self.model(x)
+        if not isinstance(out, ModelOutput):
+            out = ModelOutput(out)
+        return StepOutput(self.loss_fn(out.pred, y), out.pred.detach(), y, out.aux, out.stats, batch_size=len(y))
+
+    def _metrics(self, stage: str) -> MetricCollection | None:
+        return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+
+    def _shared_step(self, batch: Any, stage: str) -> dict[str, Any]:
+        out = self.step(batch)
+        aux = total_aux_loss(out.aux)
+        loss = out.loss if aux is None else out.loss + aux
+        log = {"batch_size": out.batch_size, "on_step": stage == "train", "on_epoch": True}
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        self.log(f"{stage}/task_loss", out.loss, **log)
+        for name, value in out.aux.items():
+            self.log(f"{stage}/aux/{name}", value, **log)
+        metrics = self._metrics(stage)
+        if metrics is not None and out.preds is not None:
+            metrics.update(out.preds, out.target)
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=out.batch_size)
+        return {"loss": loss, "expert_stats": out.stats}
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._shared_step(batch, "test")
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        on_optimizer_step(self.model, self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.optim
+        groups = param_groups(self.model, cfg.weight_decay)
+        if cfg.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        else:
+            cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+            optimizer = cls(groups, lr=cfg.lr, betas=cfg.betas)
+        if cfg.scheduler == "none" and cfg.warmup_steps == 0:
+            return optimizer
+        total = cfg.max_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
