@@ -10,7 +10,6 @@ PYTEST_ARGS ?= -q -m "not slow and not gpu"
 # The stamp depends on the packaging files, so editing them reinstalls; otherwise setup is a no-op.
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[all]'
 	touch $@
