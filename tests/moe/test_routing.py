@@ -130,7 +130,7 @@ def test_expert_choice_matches_reference():
     C = math.ceil(T * c / E)
     expected = {t: {} for t in range(T)}
     for e in range(E):
-        for t in sorted(range(T), key=lambda t: -float(probs[t, e]))[:C]:
+        for t in sorted(range(T), key=lambda t: -float(probs[t, e].detach()))[:C]:
             expected[t][e] = probs[t, e]
     for t in range(T):
         got = routed_pairs(routing, t)

@@ -1,0 +1,405 @@
+"""Time the expert-FFN dispatch backends of ``zoo.kernels.moe_ffn`` against the dense-equivalent ideal.
+
+What it measures
+    For each shape (T tokens, model dim D, expert hidden dim F, E experts, top-k), dtype and mode (forward, or
+    forward + backward with a random dense output gradient and gradients for x, the expert weights and the
+    routing weights), the median wall time of:
+
+    * ``hf_loop``   the eager loop of HF transformers' MoE blocks, written here: one-hot mask of the ids, a loop
+                    over the experts that got tokens, ``torch.where`` → gather → matmuls → ``index_add_``;
+    * every backend registered in ``zoo.kernels.backends()`` (``reference``, ``loop``, ``grouped``, and any
+      added later), each forced with ``moe_ffn(..., backend=name)``; ``reference`` is a per-token Python loop,
+      so it is skipped when T·k > 2048 unless ``--with-reference``;
+    * ``auto``      what ``moe_ffn`` picks by itself (the table says which backend that was);
+    * ``ideal_mm``  one dense GEMM chain ``(T·k, D)·(D, F) → act → ·(F, D)``: the same active FLOPs, no routing;
+    * ``ideal_bmm`` the batched chain ``(E, T·k/E, D)·(E, D, F) → act → ·(E, F, D)``: perfectly uniform load.
+
+    ``t_ideal = min(ideal_mm, ideal_bmm)`` and ``fraction of ideal = t_ideal / t_variant`` (shared/docs/KERNELS.md
+    §6). Routing is top-k of the softmax of seeded random logits (near-uniform load), weights renormalised over
+    the k picks. Variants run round-robin inside each repeat (one untimed warm-up call each first, which also
+    checks that every variant's output matches ``hf_loop``); the reported time is the median over repeats.
+
+How to run it
+    .venv/bin/python benchmarks/moe_layer.py                    # default shapes, fp32 + bf16, fwd + fwd+bwd
+    .venv/bin/python benchmarks/moe_layer.py --quick            # tiny shapes: a smoke run of a few seconds
+    .venv/bin/python benchmarks/moe_layer.py --shapes "T256 D256 F512 E8 k2" --dtypes bf16 --modes fwd+bwd
+    .venv/bin/python benchmarks/moe_layer.py --activation swiglu --json /tmp/moe_layer.json
+
+How to read it
+    Each cell is ``fraction (ms)``. 1.0 means the variant runs as fast as the dense ideal; values above 1 are
+    noise (on a 2-core CPU, differences under ~10 % are noise anyway). The best variant of each row is bold.
+    ``n/a``: the backend declined these inputs (e.g. ``grouped`` with D or F not 16-byte aligned);
+    ``skipped``: ``reference`` at a large T·k. The gap to 1.0 is routing overhead: the sort, gather and
+    scatter, small per-expert GEMMs, and per-expert launches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from zoo.errors import ZooValueError
+from zoo.kernels import ACTIVATIONS, backends, moe_ffn, resolve_backend
+from zoo.kernels.activations import GATED, apply_activation
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MODES = ("fwd", "fwd+bwd")
+DEFAULT_SHAPES = "T4096 D256 F512 E8 k2, T4096 D256 F128 E64 k8, T1024 D512 F1024 E8 k2, T256 D256 F512 E8 k2"
+# D=36 is not a multiple of 8, so grouped declines it in bf16: the smoke run covers the n/a path too.
+QUICK_SHAPES = "T64 D32 F64 E4 k2, T64 D32 F16 E16 k4, T32 D36 F64 E4 k2"
+REFERENCE_MAX_SLOTS = 2048  # above this T·k the per-token reference takes too long unless --with-reference
+IDEALS = ("ideal_mm", "ideal_bmm")
+# Largest |y - y_hf_loop| / max|y_hf_loop| accepted from the warm-up comparison.
+MATCH_TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
+
+
+@dataclass(frozen=True)
+class Shape:
+    T: int
+    D: int
+    F: int
+    E: int
+    k: int
+
+    @property
+    def name(self) -> str:
+        return f"T{self.T} D{self.D} F{self.F} E{self.E} k{self.k}"
+
+
+def parse_shapes(text: str) -> list[Shape]:
+    """Every ``T… D… F… E… k…`` group in ``text``; fields may be separated by spaces, ``_`` or ``-``."""
+    sep = r"[\s_-]*"
+    pattern = sep.join(rf"{f}(\d+)" for f in "TDFEk")
+    shapes = [Shape(*map(int, groups)) for groups in re.findall(pattern, text, re.IGNORECASE)]
+    if not shapes:
+        raise ValueError(f"no shape like 'T256 D256 F512 E8 k2' in {text!r}")
+    return shapes
+
+
+@dataclass
+class Case:
+    """One variant ready to run: a forward closure, the leaves it differentiates, and the output gradient."""
+
+    forward: Callable[[], torch.Tensor]
+    leaves: list[torch.Tensor]
+    grad: torch.Tensor
+
+    def reset(self) -> None:
+        for leaf in self.leaves:
+            leaf.grad = None
+
+    def run(self, backward: bool) -> torch.Tensor:
+        y = self.forward()
+        if backward:
+            y.backward(self.grad)
+        return y.detach()
+
+
+@dataclass
+class MoEInputs:
+    x_TD: torch.Tensor
+    ids_TK: torch.Tensor
+    weights_TK: torch.Tensor
+    w1_EDF: torch.Tensor
+    w2_EFD: torch.Tensor
+    w3_EDF: torch.Tensor | None
+    grad_TD: torch.Tensor
+
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        params = [self.x_TD, self.weights_TK, self.w1_EDF, self.w2_EFD, self.w3_EDF]
+        return [p for p in params if p is not None and p.requires_grad]
+
+
+def _randn(*size: int, scale: float, dtype: torch.dtype, gen: torch.Generator, grad: bool) -> torch.Tensor:
+    return (torch.randn(*size, generator=gen) * scale).to(dtype).requires_grad_(grad)
+
+
+def make_routing(T: int, E: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids of softmax(random logits) and their probabilities renormalised over the k picks."""
+    probs_TE = torch.softmax(torch.randn(T, E, generator=gen), dim=-1)
+    top_TK, ids_TK = probs_TE.topk(k, dim=-1)
+    return ids_TK, top_TK / top_TK.sum(-1, keepdim=True)
+
+
+def make_moe_inputs(shape: Shape, dtype: torch.dtype, gated: bool, grad: bool, seed: int) -> MoEInputs:
+    gen = torch.Generator().manual_seed(seed)
+    T, D, F_, E, k = shape.T, shape.D, shape.F, shape.E, shape.k
+    ids_TK, weights_TK = make_routing(T, E, k, gen)
+    return MoEInputs(
+        x_TD=_randn(T, D, scale=1.0, dtype=dtype, gen=gen, grad=grad),
+        ids_TK=ids_TK,
+        weights_TK=weights_TK.to(dtype).requires_grad_(grad),
+        w1_EDF=_randn(E, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad),
+        w2_EFD=_randn(E, F_, D, scale=F_**-0.5, dtype=dtype, gen=gen, grad=grad),
+        w3_EDF=_randn(E, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad) if gated else None,
+        grad_TD=_randn(T, D, scale=1.0, dtype=dtype, gen=gen, grad=False),
+    )
+
+
+def hf_loop_moe_ffn(
+    x_TD: torch.Tensor,
+    ids_TK: torch.Tensor,
+    weights_TK: torch.Tensor,
+    w1_EDF: torch.Tensor,
+    w2_EFD: torch.Tensor,
+    w3_EDF: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    """The eager dispatch of HF transformers' sparse MoE blocks (Mixtral, Qwen-MoE, …), as a baseline."""
+    y_TD = torch.zeros_like(x_TD)
+    mask_EKT = F.one_hot(ids_TK, num_classes=w1_EDF.shape[0]).permute(2, 1, 0)
+    experts_hit = (mask_EKT.sum(dim=(1, 2)) > 0).nonzero().flatten().tolist()
+    for e in experts_hit:
+        slot_n, token_n = torch.where(mask_EKT[e])
+        x_nD = x_TD[token_n]
+        g_nF = x_nD @ w3_EDF[e] if w3_EDF is not None else None
+        y_nD = apply_activation(x_nD @ w1_EDF[e], activation, g_nF) @ w2_EFD[e]
+        y_TD.index_add_(0, token_n, (y_nD * weights_TK[token_n, slot_n, None]).to(x_TD.dtype))
+    return y_TD
+
+
+def moe_case(fn: Callable[..., torch.Tensor], inputs: MoEInputs, activation: str) -> Case:
+    i = inputs
+
+    def forward() -> torch.Tensor:
+        return fn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, i.w3_EDF, activation)
+
+    return Case(forward, i.leaves, i.grad_TD)
+
+
+def ideal_case(
+    batch: tuple[int, ...], rows: int, shape: Shape, dtype: torch.dtype, activation: str, grad: bool, seed: int
+) -> Case:
+    """The dense chain ``act(x·w1 [, x·w3]) · w2`` on ``batch + (rows, D)`` inputs (``batch=()``: one GEMM)."""
+    gen = torch.Generator().manual_seed(seed)
+    D, F_ = shape.D, shape.F
+    x = _randn(*batch, rows, D, scale=1.0, dtype=dtype, gen=gen, grad=grad)
+    w1 = _randn(*batch, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad)
+    w2 = _randn(*batch, F_, D, scale=F_**-0.5, dtype=dtype, gen=gen, grad=grad)
+    w3 = _randn(*batch, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad) if activation in GATED else None
+    g = _randn(*batch, rows, D, scale=1.0, dtype=dtype, gen=gen, grad=False)
+
+    def forward() -> torch.Tensor:
+        gate = torch.matmul(x, w3) if w3 is not None else None
+        return torch.matmul(apply_activation(torch.matmul(x, w1), activation, gate), w2)
+
+    return Case(forward, [t for t in (x, w1, w2, w3) if t is not None], g)
+
+
+def ideal_cases(shape: Shape, dtype: torch.dtype, activation: str, grad: bool, seed: int) -> dict[str, Case]:
+    slots = shape.T * shape.k
+    per_expert = -(-slots // shape.E)  # uniform load, rounded up when E does not divide T·k
+    return {
+        "ideal_mm": ideal_case((), slots, shape, dtype, activation, grad, seed),
+        "ideal_bmm": ideal_case((shape.E,), per_expert, shape, dtype, activation, grad, seed),
+    }
+
+
+def zoo_backend_names() -> list[str]:
+    """``reference``, ``loop``, ``grouped`` first (when registered), then any other registered backend."""
+    registered = backends()
+    first = [n for n in ("reference", "loop", "grouped") if n in registered]
+    return first + [n for n in registered if n not in first]
+
+
+def variant_cases(
+    shape: Shape, inputs: MoEInputs, activation: str, with_reference: bool
+) -> tuple[dict[str, Case], dict[str, str]]:
+    """Cases to time, and a status (``n/a`` / ``skipped``) for variants that will not run."""
+    cases = {"hf_loop": moe_case(hf_loop_moe_ffn, inputs, activation)}
+    statuses: dict[str, str] = {}
+    for name in [*zoo_backend_names(), "auto"]:
+        if name == "reference" and shape.T * shape.k > REFERENCE_MAX_SLOTS and not with_reference:
+            statuses[name] = "skipped"
+            continue
+        try:
+            resolve_backend(name, inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF)
+        except ZooValueError:
+            statuses[name] = "n/a"
+            continue
+        cases[name] = moe_case(partial(moe_ffn, backend=name), inputs, activation)
+    return cases, statuses
+
+
+def check_outputs(outputs: dict[str, torch.Tensor], dtype: torch.dtype, err: Console) -> None:
+    """Warn when a variant's forward output differs from ``hf_loop``'s beyond the dtype's tolerance."""
+    base = outputs["hf_loop"].float()
+    scale = base.abs().max().clamp_min(1e-12)
+    for name, y in outputs.items():
+        rel = float((y.float() - base).abs().max() / scale)
+        if rel > MATCH_TOL[dtype]:
+            err.print(f"[yellow]warning: {name} differs from hf_loop by {rel:.2e} (relative to max |y|)")
+
+
+def measure(cases: dict[str, Case], backward: bool, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median ms per case over ``repeats`` round-robin rounds, after one untimed warm-up call each.
+
+    The starting variant rotates every round so that no variant always runs right after the same neighbour.
+    Also returns each case's warm-up output.
+    """
+    outputs = {}
+    for name, case in cases.items():
+        case.reset()
+        outputs[name] = case.run(backward)
+    names = list(cases)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        start = r % len(names)
+        for name in names[start:] + names[:start]:
+            cases[name].reset()
+            t0 = time.perf_counter()
+            cases[name].run(backward)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}, outputs
+
+
+@dataclass
+class Row:
+    """The results of one (shape, dtype, mode): median ms of the timed variants, a status for the others."""
+
+    shape: Shape
+    dtype: str
+    mode: str
+    auto_backend: str
+    medians: dict[str, float]
+    statuses: dict[str, str]
+
+    @property
+    def ideal_name(self) -> str:
+        return min(IDEALS, key=self.medians.__getitem__)
+
+    @property
+    def t_ideal(self) -> float:
+        return self.medians[self.ideal_name]
+
+
+def run_config(shape: Shape, dtype_name: str, mode: str, args: argparse.Namespace, err: Console) -> Row:
+    dtype, backward = DTYPES[dtype_name], mode == "fwd+bwd"
+    inputs = make_moe_inputs(shape, dtype, args.activation in GATED, backward, args.seed)
+    cases, statuses = variant_cases(shape, inputs, args.activation, args.with_reference)
+    auto = resolve_backend("auto", inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF).name
+    cases |= ideal_cases(shape, dtype, args.activation, backward, args.seed)
+    medians, outputs = measure(cases, backward, args.repeats)
+    check_outputs({n: y for n, y in outputs.items() if n not in IDEALS}, dtype, err)
+    return Row(shape, dtype_name, mode, auto, medians, statuses)
+
+
+def header() -> str:
+    cpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = match.group(1).strip() if match else ""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} · threads {torch.get_num_threads()} · {cpu or 'cpu ?'} ({capability})"
+
+
+def format_ms(ms: float) -> str:
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
+
+
+def render(rows: list[Row], variants: list[str], title: str) -> Table:
+    table = Table(title=title, caption="cell: fraction of ideal (median ms); best per row in bold")
+    for col in ("shape", "dtype", "mode", "ideal ms", "auto →"):
+        table.add_column(col, no_wrap=True)
+    for name in variants:
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in rows:
+        best = min(variants, key=lambda name: row.medians.get(name, float("inf")))
+        cells = []
+        for name in variants:
+            if name not in row.medians:
+                cells.append(f"[dim]{row.statuses.get(name, 'n/a')}")
+                continue
+            ms = row.medians[name]
+            cell = f"{row.t_ideal / ms:.2f} ({format_ms(ms)})"
+            cells.append(f"[bold]{cell}" if name == best else cell)
+        ideal = f"{format_ms(row.t_ideal)} ({row.ideal_name.removeprefix('ideal_')})"
+        table.add_row(row.shape.name, row.dtype, row.mode, ideal, row.auto_backend, *cells)
+    return table
+
+
+def to_records(rows: list[Row], args: argparse.Namespace) -> list[dict[str, object]]:
+    records = []
+    for row in rows:
+        common = {
+            "shape": row.shape.name,
+            **vars(row.shape),
+            "dtype": row.dtype,
+            "mode": row.mode,
+            "activation": args.activation,
+            "auto_backend": row.auto_backend,
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        for variant, ms in row.medians.items():
+            fraction = row.t_ideal / ms
+            records.append({**common, "variant": variant, "median_ms": ms, "fraction_of_ideal": fraction, "status": "ok"})
+        for variant, status in row.statuses.items():
+            records.append({**common, "variant": variant, "median_ms": None, "fraction_of_ideal": None, "status": status})
+    return records
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE",
+                   help=f'shapes like "T256 D256 F512 E8 k2" or T256_D256_F512_E8_k2 (default: {DEFAULT_SHAPES})')
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--activation", choices=ACTIVATIONS, default="gelu")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported (default 5)")
+    p.add_argument("--quick", action="store_true", help=f"tiny shapes for a smoke run: {QUICK_SHAPES}")
+    p.add_argument("--with-reference", action="store_true",
+                   help=f"also time the per-token reference when T·k > {REFERENCE_MAX_SLOTS}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, metavar="PATH", help="write one record per (shape, dtype, mode, variant)")
+    args = p.parse_args(argv)
+    if args.quick and args.shapes:
+        p.error("--quick picks its own shapes; drop --shapes")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    try:
+        args.shapes = parse_shapes(" ".join(args.shapes) if args.shapes else QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    err = Console(stderr=True)
+    out.print(f"{header()} · activation {args.activation} · median of {args.repeats}, warm-up 1")
+    rows = []
+    start = time.perf_counter()
+    for shape in args.shapes:
+        for dtype_name in args.dtypes:
+            for mode in args.modes:
+                t0 = time.perf_counter()
+                rows.append(run_config(shape, dtype_name, mode, args, err))
+                err.print(f"[dim]{shape.name} {dtype_name} {mode}: {time.perf_counter() - t0:.1f} s")
+    variants = ["hf_loop", *zoo_backend_names(), "auto"]
+    out.print(render(rows, variants, title="MoE expert FFN: fraction of the dense ideal"))
+    out.print(f"total {time.perf_counter() - start:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps(to_records(rows, args), indent=1))
+        out.print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
