@@ -19,8 +19,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/zoo demo
 
+# pytest exits 5 when it collects nothing: a broken configuration, reported as such.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): check testpaths and markers" >&2; fi; \
+	exit $$rc
 
 test-all: setup
 	$(PY) -m pytest -q

@@ -5,19 +5,21 @@ What it measures
     forward + backward with a random dense output gradient and gradients for x, the expert weights and the
     routing weights), the median wall time of:
 
-    * ``hf_loop``   the eager loop of HF transformers' MoE blocks, written here: one-hot mask of the ids, a loop
-                    over the experts that got tokens, ``torch.where`` → gather → matmuls → ``index_add_``;
+    * ``hf_loop``   the eager loop of HF transformers' MoE blocks, written here: one-hot mask of the ids,
+                    a loop over the experts that got tokens, ``torch.where`` → gather → matmuls →
+                    ``index_add_``;
     * every backend registered in ``zoo.kernels.backends()`` (``reference``, ``loop``, ``grouped``, and any
       added later), each forced with ``moe_ffn(..., backend=name)``; ``reference`` is a per-token Python loop,
       so it is skipped when T·k > 2048 unless ``--with-reference``;
     * ``auto``      what ``moe_ffn`` picks by itself (the table says which backend that was);
-    * ``ideal_mm``  one dense GEMM chain ``(T·k, D)·(D, F) → act → ·(F, D)``: the same active FLOPs, no routing;
+    * ``ideal_mm``  one dense GEMM chain ``(T·k, D)·(D, F) → act → ·(F, D)``: same active FLOPs, no routing;
     * ``ideal_bmm`` the batched chain ``(E, T·k/E, D)·(E, D, F) → act → ·(E, F, D)``: perfectly uniform load.
 
-    ``t_ideal = min(ideal_mm, ideal_bmm)`` and ``fraction of ideal = t_ideal / t_variant`` (shared/docs/KERNELS.md
-    §6). Routing is top-k of the softmax of seeded random logits (near-uniform load), weights renormalised over
-    the k picks. Variants run round-robin inside each repeat (one untimed warm-up call each first, which also
-    checks that every variant's output matches ``hf_loop``); the reported time is the median over repeats.
+    ``t_ideal = min(ideal_mm, ideal_bmm)`` and ``fraction of ideal = t_ideal / t_variant``
+    (shared/docs/KERNELS.md §6). Routing is top-k of the softmax of seeded random logits (near-uniform load),
+    weights renormalised over the k picks. Variants run round-robin inside each repeat, after one untimed
+    warm-up call each (which also checks that every variant's output matches ``hf_loop``); the reported time
+    is the median over repeats. Everything runs on the CPU with torch's default thread count.
 
 How to run it
     .venv/bin/python benchmarks/moe_layer.py                    # default shapes, fp32 + bf16, fwd + fwd+bwd
@@ -173,25 +175,27 @@ def hf_loop_moe_ffn(
 
 
 def moe_case(fn: Callable[..., torch.Tensor], inputs: MoEInputs, activation: str) -> Case:
-    i = inputs
-
     def forward() -> torch.Tensor:
-        return fn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, i.w3_EDF, activation)
+        return fn(
+            inputs.x_TD, inputs.ids_TK, inputs.weights_TK, inputs.w1_EDF, inputs.w2_EFD, inputs.w3_EDF, activation
+        )
 
-    return Case(forward, i.leaves, i.grad_TD)
+    return Case(forward, inputs.leaves, inputs.grad_TD)
 
 
 def ideal_case(
-    batch: tuple[int, ...], rows: int, shape: Shape, dtype: torch.dtype, activation: str, grad: bool, seed: int
+    batch: tuple[int, ...], rows: int, shape: Shape, dtype: torch.dtype, activation: str, grad: bool
 ) -> Case:
-    """The dense chain ``act(x·w1 [, x·w3]) · w2`` on ``batch + (rows, D)`` inputs (``batch=()``: one GEMM)."""
-    gen = torch.Generator().manual_seed(seed)
+    """The dense chain ``act(x·w1 [, x·w3]) · w2`` on ``(*batch, rows, D)`` inputs; ``batch=()``: one GEMM."""
+    gen = torch.Generator().manual_seed(0)
     D, F_ = shape.D, shape.F
-    x = _randn(*batch, rows, D, scale=1.0, dtype=dtype, gen=gen, grad=grad)
-    w1 = _randn(*batch, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad)
-    w2 = _randn(*batch, F_, D, scale=F_**-0.5, dtype=dtype, gen=gen, grad=grad)
-    w3 = _randn(*batch, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad) if activation in GATED else None
-    g = _randn(*batch, rows, D, scale=1.0, dtype=dtype, gen=gen, grad=False)
+
+    def randn(*size: int, scale: float, leaf: bool = grad) -> torch.Tensor:
+        return _randn(*batch, *size, scale=scale, dtype=dtype, gen=gen, grad=leaf)
+
+    x, g = randn(rows, D, scale=1.0), randn(rows, D, scale=1.0, leaf=False)
+    w1, w2 = randn(D, F_, scale=D**-0.5), randn(F_, D, scale=F_**-0.5)
+    w3 = randn(D, F_, scale=D**-0.5) if activation in GATED else None
 
     def forward() -> torch.Tensor:
         gate = torch.matmul(x, w3) if w3 is not None else None
@@ -200,12 +204,12 @@ def ideal_case(
     return Case(forward, [t for t in (x, w1, w2, w3) if t is not None], g)
 
 
-def ideal_cases(shape: Shape, dtype: torch.dtype, activation: str, grad: bool, seed: int) -> dict[str, Case]:
+def ideal_cases(shape: Shape, dtype: torch.dtype, activation: str, grad: bool) -> dict[str, Case]:
     slots = shape.T * shape.k
     per_expert = -(-slots // shape.E)  # uniform load, rounded up when E does not divide T·k
     return {
-        "ideal_mm": ideal_case((), slots, shape, dtype, activation, grad, seed),
-        "ideal_bmm": ideal_case((shape.E,), per_expert, shape, dtype, activation, grad, seed),
+        "ideal_mm": ideal_case((), slots, shape, dtype, activation, grad),
+        "ideal_bmm": ideal_case((shape.E,), per_expert, shape, dtype, activation, grad),
     }
 
 
@@ -245,11 +249,12 @@ def check_outputs(outputs: dict[str, torch.Tensor], dtype: torch.dtype, err: Con
             err.print(f"[yellow]warning: {name} differs from hf_loop by {rel:.2e} (relative to max |y|)")
 
 
-def measure(cases: dict[str, Case], backward: bool, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Median ms per case over ``repeats`` round-robin rounds, after one untimed warm-up call each.
+def measure(
+    cases: dict[str, Case], backward: bool, repeats: int
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median ms per case over ``repeats`` round-robin rounds, and each case's output from its warm-up call.
 
     The starting variant rotates every round so that no variant always runs right after the same neighbour.
-    Also returns each case's warm-up output.
     """
     outputs = {}
     for name, case in cases.items():
@@ -292,7 +297,7 @@ def run_config(shape: Shape, dtype_name: str, mode: str, args: argparse.Namespac
     inputs = make_moe_inputs(shape, dtype, args.activation in GATED, backward, args.seed)
     cases, statuses = variant_cases(shape, inputs, args.activation, args.with_reference)
     auto = resolve_backend("auto", inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF).name
-    cases |= ideal_cases(shape, dtype, args.activation, backward, args.seed)
+    cases |= ideal_cases(shape, dtype, args.activation, backward)
     medians, outputs = measure(cases, backward, args.repeats)
     check_outputs({n: y for n, y in outputs.items() if n not in IDEALS}, dtype, err)
     return Row(shape, dtype_name, mode, auto, medians, statuses)
@@ -348,33 +353,35 @@ def to_records(rows: list[Row], args: argparse.Namespace) -> list[dict[str, obje
             "threads": torch.get_num_threads(),
         }
         for variant, ms in row.medians.items():
-            fraction = row.t_ideal / ms
-            records.append({**common, "variant": variant, "median_ms": ms, "fraction_of_ideal": fraction, "status": "ok"})
+            result = {"median_ms": ms, "fraction_of_ideal": row.t_ideal / ms, "status": "ok"}
+            records.append({**common, "variant": variant, **result})
         for variant, status in row.statuses.items():
-            records.append({**common, "variant": variant, "median_ms": None, "fraction_of_ideal": None, "status": status})
+            result = {"median_ms": None, "fraction_of_ideal": None, "status": status}
+            records.append({**common, "variant": variant, **result})
     return records
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", metavar="SHAPE",
-                   help=f'shapes like "T256 D256 F512 E8 k2" or T256_D256_F512_E8_k2 (default: {DEFAULT_SHAPES})')
+    shapes_help = f'shapes like "T256 D256 F512 E8 k2" or T256_D256_F512_E8_k2 (default: {DEFAULT_SHAPES})'
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE", help=shapes_help)
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--activation", choices=ACTIVATIONS, default="gelu")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported (default 5)")
     p.add_argument("--quick", action="store_true", help=f"tiny shapes for a smoke run: {QUICK_SHAPES}")
-    p.add_argument("--with-reference", action="store_true",
-                   help=f"also time the per-token reference when T·k > {REFERENCE_MAX_SLOTS}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, metavar="PATH", help="write one record per (shape, dtype, mode, variant)")
+    reference_help = f"also time the per-token reference when T·k > {REFERENCE_MAX_SLOTS}"
+    p.add_argument("--with-reference", action="store_true", help=reference_help)
+    p.add_argument("--seed", type=int, default=0, help="seed of the routing and the MoE inputs (default 0)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write one record per row and variant")
     args = p.parse_args(argv)
     if args.quick and args.shapes:
         p.error("--quick picks its own shapes; drop --shapes")
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     try:
-        args.shapes = parse_shapes(" ".join(args.shapes) if args.shapes else QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+        default = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
+        args.shapes = parse_shapes(" ".join(args.shapes) if args.shapes else default)
     except ValueError as e:
         p.error(str(e))
     return args
