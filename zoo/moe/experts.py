@@ -85,6 +85,9 @@ class ModuleExperts(Experts):
         self.num_experts = len(self.experts)
 
     def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+        if ids_TK.numel():
+            lo, hi = int(ids_TK.min()), int(ids_TK.max())
+            check_arg(lo >= -1 and hi < self.num_experts, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {self.num_experts}) or -1")
         slots = sort_slots(ids_TK.long(), self.num_experts)
         x_ND = x_TD.index_select(0, slots.token_idx_N)
         outputs = [expert(x_nD) for expert, x_nD in zip(self.experts, x_ND.split(slots.counts_E.tolist()))]
@@ -99,8 +102,9 @@ class SpecialExperts(nn.Module):
     * constant (MoE++): outputs ``α₁·x + α₂·v`` with a learned vector ``v`` and ``[α₁, α₂] = softmax(W_c x)``;
     * null (AdaMoE): outputs 0, used to let top-k pick "fewer" real experts.
 
-    With ``zero_renormalize`` (MoE++ official code) a zero expert's weight is set to 0 and the token's other
-    weights renormalised, so picking it removes compute without shrinking the output.
+    With ``zero_renormalize`` (MoE++ official code), in a token that picked a zero expert that expert's weight is
+    set to 0 and the token's other weights are renormalised, so picking it removes compute without shrinking the
+    output; tokens that picked no zero expert keep their weights.
     """
 
     def __init__(
@@ -142,12 +146,14 @@ class SpecialExperts(nn.Module):
 
         ``ffn_ids`` has every special slot rewritten to −1, so the FFN kernel sees ``[0, first_id) ∪ {−1}``.
         """
+        weights_TK = torch.where(ids_TK >= 0, weights_TK, torch.zeros_like(weights_TK))
         if self.zero_renormalize and self.counts["zero"]:
             lo, hi = self.id_range("zero")
             is_zero = (ids_TK >= lo) & (ids_TK < hi)
             kept = torch.where(is_zero, torch.zeros_like(weights_TK), weights_TK)
             total = kept.sum(-1, keepdim=True)
-            weights_TK = torch.where(total > 0, kept / total.clamp_min(1e-20), kept)
+            renormalize = is_zero.any(-1, keepdim=True) & (total > 0)
+            weights_TK = torch.where(renormalize, kept / total.clamp_min(1e-20), kept)
         y_TD = torch.zeros_like(x_TD, dtype=torch.float32)
         lo, hi = self.id_range("copy")
         copy_w = torch.where((ids_TK >= lo) & (ids_TK < hi), weights_TK, 0.0).sum(-1)

@@ -56,6 +56,7 @@ class MoEConfig:
     num_copy: int = 0
     num_constant: int = 0
     num_null: int = 0
+    zero_renormalize: bool = True
     backend: str = "auto"
 
 
@@ -111,8 +112,12 @@ class MoELayer(nn.Module):
         num_special = cfg.num_zero + cfg.num_copy + cfg.num_constant + cfg.num_null
         router_kwargs = {"k": cfg.k, **cfg.router_kwargs}
         for name in ("balance_coef", "z_coef"):
-            if getattr(cfg, name) is not None:
-                router_kwargs.setdefault(name, getattr(cfg, name))
+            value = getattr(cfg, name)
+            if value is None:
+                continue
+            if not getattr(ROUTERS.get(cfg.router), "learned", True):
+                raise ZooValueError(f"moe.{name}={value!r} does not apply to router {cfg.router!r}, which has no learned gate; leave it unset")
+            router_kwargs.setdefault(name, value)
         router = build_router(cfg.router, d_model, cfg.num_experts + num_special, **router_kwargs)
         experts = FFNExperts(cfg.num_experts, d_model, cfg.d_hidden, cfg.activation, cfg.backend)
         special = None
@@ -124,6 +129,7 @@ class MoELayer(nn.Module):
                 num_copy=cfg.num_copy,
                 num_constant=cfg.num_constant,
                 num_null=cfg.num_null,
+                zero_renormalize=cfg.zero_renormalize,
             )
         shared = SharedExperts(d_model, cfg.d_hidden, cfg.num_shared, cfg.activation, cfg.shared_gated) if cfg.num_shared else None
         return cls(router, experts, special, shared)
