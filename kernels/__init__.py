@@ -106,7 +106,9 @@ def _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> N
         check_arg(tuple(w3_EDF.shape) == (E, D, F_), "w3.shape", tuple(w3_EDF.shape), f"[{E}, {D}, {F_}]")
         check_arg(activation in GATED, "activation", activation, f"a gated activation when w3 is given: {sorted(GATED)}")
     check_arg(ids_TK.dim() == 2 and ids_TK.shape[0] == T, "ids.shape", tuple(ids_TK.shape), f"[{T}, k]")
-    check_arg(not ids_TK.is_floating_point(), "ids.dtype", ids_TK.dtype, "an integer dtype")
+    check_arg(
+        not ids_TK.is_floating_point() and ids_TK.dtype != torch.bool, "ids.dtype", ids_TK.dtype, "an integer dtype"
+    )
     check_arg(weights_TK.shape == ids_TK.shape, "weights.shape", tuple(weights_TK.shape), f"{tuple(ids_TK.shape)}")
     if ids_TK.numel():
         lo, hi = int(ids_TK.min()), int(ids_TK.max())
@@ -134,6 +136,7 @@ def moe_ffn(
     w1_EDF, w2_EFD = w1_EDF.to(dtype), w2_EFD.to(dtype)
     w3_EDF = w3_EDF.to(dtype) if w3_EDF is not None else None
     ids_TK = ids_TK.long()
+    weights_TK = weights_TK.masked_fill(ids_TK < 0, 0.0)  # an empty slot's weight is ignored, even inf/NaN
     chosen = resolve_backend(backend, x_TD, w1_EDF, w3_EDF)
     return chosen.fn(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
 

@@ -52,5 +52,5 @@ def combine(y_ND: torch.Tensor, slots: SortedSlots, weights_TK: torch.Tensor, ou
     """
     T, k = weights_TK.shape
     y_SD = y_ND.new_zeros(T * k, y_ND.shape[1]).index_copy(0, slots.slot_idx_N, y_ND)
-    y_TKD = y_SD.view(T, k, -1).float()
+    y_TKD = y_SD.view(T, k, y_ND.shape[1]).float()
     return torch.einsum("tkd,tk->td", y_TKD, weights_TK.float()).to(out_dtype)
