@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -q -m "not slow and not gpu"
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 # The stamp depends on the packaging files, so editing them reinstalls; otherwise setup is a no-op.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -24,6 +24,9 @@ test: setup
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): check testpaths and markers" >&2; fi; \
 	exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check zoo kernels tasks tests benchmarks
 
 test-all: setup
 	$(PY) -m pytest -q

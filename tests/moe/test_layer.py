@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from torch import nn
+
+from references import ffn_ref
 
 from zoo.errors import ZooValueError
 from zoo.kernels.reference import reference_moe_ffn
@@ -33,22 +34,6 @@ D = 7
 
 # ---------------------------------------------------------------- per-token reference
 
-
-def act_ref(name, h, g=None):
-    if name == "gelu":
-        return 0.5 * h * (1.0 + torch.erf(h / math.sqrt(2.0)))
-    if name == "silu":
-        return h * torch.sigmoid(h)
-    if name == "relu":
-        return torch.clamp_min(h, 0.0)
-    if name == "swiglu":
-        return h * torch.sigmoid(h) * g
-    raise AssertionError(name)
-
-
-def ffn_ref(x_D, w1_DF, w2_FD, w3_DF, name):
-    g = x_D @ w3_DF if w3_DF is not None else None
-    return act_ref(name, x_D @ w1_DF, g) @ w2_FD
 
 
 def special_kinds(layer):

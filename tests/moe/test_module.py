@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from torchmetrics import MeanSquaredError
 
 from zoo.callbacks import ExpertStatsCallback
