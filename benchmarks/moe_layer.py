@@ -10,16 +10,16 @@ What it measures
                     ``index_add_``;
     * every backend registered in ``zoo.kernels.backends()`` (``reference``, ``loop``, ``grouped``, and any
       added later), each forced with ``moe_ffn(..., backend=name)``; ``reference`` is a per-token Python loop,
-      so it is skipped when T·k > 2048 unless ``--with-reference``;
+      so it is skipped when T·k > 1024 unless ``--with-reference``;
     * ``auto``      what ``moe_ffn`` picks by itself (the table says which backend that was);
     * ``ideal_mm``  one dense GEMM chain ``(T·k, D)·(D, F) → act → ·(F, D)``: same active FLOPs, no routing;
     * ``ideal_bmm`` the batched chain ``(E, T·k/E, D)·(E, D, F) → act → ·(E, F, D)``: perfectly uniform load.
 
     ``t_ideal = min(ideal_mm, ideal_bmm)`` and ``fraction of ideal = t_ideal / t_variant``
     (shared/docs/KERNELS.md §6). Routing is top-k of the softmax of seeded random logits (near-uniform load),
-    weights renormalised over the k picks. Variants run round-robin inside each repeat, after one untimed
-    warm-up call each (which also checks that every variant's output matches ``hf_loop``); the reported time
-    is the median over repeats. Everything runs on the CPU with torch's default thread count.
+    weights renormalised over the k picks. Each repeat runs every variant once (interleaved, in a fresh random
+    order), after one untimed warm-up call each that also checks every variant's output against ``hf_loop``;
+    the reported time is the median over repeats. Everything runs on the CPU with torch's thread count.
 
 How to run it
     .venv/bin/python benchmarks/moe_layer.py                    # default shapes, fp32 + bf16, fwd + fwd+bwd
@@ -28,17 +28,21 @@ How to run it
     .venv/bin/python benchmarks/moe_layer.py --activation swiglu --json /tmp/moe_layer.json
 
 How to read it
-    Each cell is ``fraction (ms)``. 1.0 means the variant runs as fast as the dense ideal; values above 1 are
-    noise (on a 2-core CPU, differences under ~10 % are noise anyway). The best variant of each row is bold.
+    One row per (shape, dtype, mode). ``ideal ms`` is ``t_ideal`` and which chain set it; ``auto →`` is the
+    backend that ``auto`` resolved to. Each variant cell is ``fraction of ideal (median ms)``, the best of the
+    row in bold. 1.0 means as fast as the dense chain; the gap below it is routing overhead (sort, gather and
+    scatter, small per-expert GEMMs, per-expert launches). On a 2-core CPU differences under ~10 % are noise,
+    and values a little above 1 happen: per-expert chunks can sit in cache better than one large GEMM chain.
     ``n/a``: the backend declined these inputs (e.g. ``grouped`` with D or F not 16-byte aligned);
-    ``skipped``: ``reference`` at a large T·k. The gap to 1.0 is routing overhead: the sort, gather and
-    scatter, small per-expert GEMMs, and per-expert launches.
+    ``skipped``: ``reference`` at a large T·k.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import re
 import statistics
 import sys
@@ -62,7 +66,7 @@ MODES = ("fwd", "fwd+bwd")
 DEFAULT_SHAPES = "T4096 D256 F512 E8 k2, T4096 D256 F128 E64 k8, T1024 D512 F1024 E8 k2, T256 D256 F512 E8 k2"
 # D=36 is not a multiple of 8, so grouped declines it in bf16: the smoke run covers the n/a path too.
 QUICK_SHAPES = "T64 D32 F64 E4 k2, T64 D32 F16 E16 k4, T32 D36 F64 E4 k2"
-REFERENCE_MAX_SLOTS = 2048  # above this T·k the per-token reference takes too long unless --with-reference
+REFERENCE_MAX_SLOTS = 1024  # above this T·k the per-token reference takes too long unless --with-reference
 IDEALS = ("ideal_mm", "ideal_bmm")
 # Largest |y - y_hf_loop| / max|y_hf_loop| accepted from the warm-up comparison.
 MATCH_TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
@@ -176,9 +180,8 @@ def hf_loop_moe_ffn(
 
 def moe_case(fn: Callable[..., torch.Tensor], inputs: MoEInputs, activation: str) -> Case:
     def forward() -> torch.Tensor:
-        return fn(
-            inputs.x_TD, inputs.ids_TK, inputs.weights_TK, inputs.w1_EDF, inputs.w2_EFD, inputs.w3_EDF, activation
-        )
+        i = inputs
+        return fn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, i.w3_EDF, activation)
 
     return Case(forward, inputs.leaves, inputs.grad_TD)
 
@@ -249,12 +252,11 @@ def check_outputs(outputs: dict[str, torch.Tensor], dtype: torch.dtype, err: Con
             err.print(f"[yellow]warning: {name} differs from hf_loop by {rel:.2e} (relative to max |y|)")
 
 
-def measure(
-    cases: dict[str, Case], backward: bool, repeats: int
-) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Median ms per case over ``repeats`` round-robin rounds, and each case's output from its warm-up call.
+def measure(cases: dict[str, Case], backward: bool, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median ms per case over ``repeats`` rounds, and each case's output from its warm-up call.
 
-    The starting variant rotates every round so that no variant always runs right after the same neighbour.
+    Every round runs each case once, in a fresh seeded random order, so that no variant always pays for the
+    same predecessor (a slow one can leave cold caches and freed memory behind).
     """
     outputs = {}
     for name, case in cases.items():
@@ -262,9 +264,9 @@ def measure(
         outputs[name] = case.run(backward)
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        start = r % len(names)
-        for name in names[start:] + names[:start]:
+    rng = random.Random(0)
+    for _ in range(repeats):
+        for name in rng.sample(names, len(names)):
             cases[name].reset()
             t0 = time.perf_counter()
             cases[name].run(backward)
@@ -311,6 +313,11 @@ def header() -> str:
         cpu = match.group(1).strip() if match else ""
     capability = torch.backends.cpu.get_cpu_capability()
     return f"torch {torch.__version__} · threads {torch.get_num_threads()} · {cpu or 'cpu ?'} ({capability})"
+
+
+def load_average() -> str:
+    """The 1-minute load average: well above 0 before the run means other processes share the cores."""
+    return f"load average {os.getloadavg()[0]:.2f}"
 
 
 def format_ms(ms: float) -> str:
@@ -389,9 +396,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    out = Console(width=None if sys.stdout.isatty() else 160)
+    out = Console(width=None if sys.stdout.isatty() else 200)
     err = Console(stderr=True)
-    out.print(f"{header()} · activation {args.activation} · median of {args.repeats}, warm-up 1")
+    settings = f"activation {args.activation} · median of {args.repeats}, warm-up 1"
+    out.print(f"{header()} · {load_average()} · {settings}")
     rows = []
     start = time.perf_counter()
     for shape in args.shapes:
@@ -402,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
                 err.print(f"[dim]{shape.name} {dtype_name} {mode}: {time.perf_counter() - t0:.1f} s")
     variants = ["hf_loop", *zoo_backend_names(), "auto"]
     out.print(render(rows, variants, title="MoE expert FFN: fraction of the dense ideal"))
-    out.print(f"total {time.perf_counter() - start:.1f} s")
+    out.print(f"total {time.perf_counter() - start:.1f} s · {load_average()}")
     if args.json:
         args.json.write_text(json.dumps(to_records(rows, args), indent=1))
         out.print(f"wrote {args.json}")

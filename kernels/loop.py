@@ -23,12 +23,14 @@ def loop_moe_ffn(
 ) -> torch.Tensor:
     slots = sort_slots(ids_TK, w1_EDF.shape[0])
     x_ND = x_TD.index_select(0, slots.token_idx_N)
+    # unbind once: indexing w[e] per expert would make autograd build a full [E, D, F] gradient per expert
+    w1s, w2s = w1_EDF.unbind(0), w2_EFD.unbind(0)
+    w3s = w3_EDF.unbind(0) if w3_EDF is not None else None
     outputs = []
     for e, x_nD in enumerate(torch.split(x_ND, slots.counts_E.tolist())):
         if x_nD.shape[0] == 0:
             continue
-        h_nF = x_nD @ w1_EDF[e]
-        g_nF = x_nD @ w3_EDF[e] if w3_EDF is not None else None
-        outputs.append(apply_activation(h_nF, activation, g_nF) @ w2_EFD[e])
+        g_nF = x_nD @ w3s[e] if w3s is not None else None
+        outputs.append(apply_activation(x_nD @ w1s[e], activation, g_nF) @ w2s[e])
     y_ND = torch.cat(outputs) if outputs else x_ND.new_zeros(0, x_TD.shape[1])
     return combine(y_ND, slots, weights_TK, x_TD.dtype)
