@@ -21,7 +21,8 @@ class ExpertStatsCallback(L.Callback):
     ``experts/<layer>/{load_cv, drop_rate, entropy, active_experts}`` and the load fraction of every expert
     (``experts/<layer>/load/e<i>``), and records the load vector. At the end of training it writes
     ``expert_load.json`` and, with ``plot=True``, ``expert_load.png`` (one heatmap per layer: step × expert)
-    into ``dirpath`` (default: the trainer's log dir).
+    into ``dirpath`` (default: the logger's log dir; with neither, nothing is written and the history stays in
+    :attr:`history`).
 
     The stats come from the ``expert_stats`` entry that :class:`zoo.module.ZooModule.training_step` returns.
     """
@@ -44,9 +45,11 @@ class ExpertStatsCallback(L.Callback):
             self.num_ffn[layer] = s.num_ffn
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.history or not trainer.is_global_zero:
+        logger_dir = trainer.logger.log_dir if trainer.logger is not None else None
+        out_dir = self.dirpath or logger_dir
+        if not self.history or not trainer.is_global_zero or out_dir is None:
             return
-        out_dir = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+        out_dir = Path(out_dir)
         self.save(out_dir / "expert_load.json")
         if self.plot_at_end:
             self.plot(out_dir / "expert_load.png")

@@ -137,6 +137,16 @@ def test_expert_stats_callback_logs_and_plots(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_expert_stats_callback_writes_nothing_without_a_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, _ = loaders(n_train=256)
+    model = TinyMoERegressor(16, 4, 32, MoEConfig(num_experts=4, k=2, d_hidden=16))
+    callback = ExpertStatsCallback(every_n_steps=1)
+    tiny_trainer(2, callbacks=[callback], default_root_dir=tmp_path).fit(ZooModule(model, nn.functional.mse_loss), train)
+    assert len(callback.history["moe"]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dense_model_without_moe_trains_through_the_same_module():
     train, _ = loaders(n_train=256)
     model = TinyMoERegressor(16, 4, 32, None)
