@@ -1,0 +1,244 @@
+"""Recipes (YAML) ⇄ typed config dataclasses.
+
+Precedence, lowest first: the task's dataclass defaults < the recipe (< its ``base:``, one level) <
+``--config FILE`` < ``--set a.b=c``. Every value is validated against the dataclass field types; an unknown
+key fails with the closest known key. ``trainer`` is a free dict passed to ``lightning.Trainer`` but its keys
+are checked against the Trainer's signature. Recipes declare their smoke overrides under ``smoke:`` as dotted
+keys (``trainer.max_steps: 20``); ``--smoke`` applies them, as CI and the leaderboard smoke tier do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from zoo.errors import ZooValueError
+
+C = TypeVar("C")
+
+#: Keys a recipe may hold besides the config fields.
+RECIPE_KEYS = ("base", "smoke", "description")
+
+
+def repo_root() -> Path:
+    """The source checkout (editable install): where ``configs/``, ``data/`` and ``leaderboards/`` live."""
+    return Path(__file__).resolve().parents[1]
+
+
+def configs_dir() -> Path:
+    return repo_root() / "configs"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; malformed YAML or a non-mapping is a one-line ZooValueError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ZooValueError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ZooValueError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ZooValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def recipe_names(task: str) -> list[str]:
+    folder = configs_dir() / task
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def load_recipe(task: str, recipe: str) -> dict[str, Any]:
+    """The recipe's mapping with its ``base:`` merged underneath (one level only)."""
+    path = configs_dir() / task / f"{recipe}.yaml"
+    if not path.exists():
+        known = recipe_names(task)
+        close = difflib.get_close_matches(recipe, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ZooValueError(f"unknown recipe {recipe!r} for task {task!r}{hint} (known: {', '.join(known) or 'none'})")
+    data = read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name is None:
+        return data
+    base = read_yaml(configs_dir() / task / f"{base_name}.yaml")
+    if "base" in base:
+        raise ZooValueError(f"{path}: base recipe {base_name!r} has a base of its own; one level of base: only")
+    smoke = {**base.pop("smoke", {}), **data.pop("smoke", {})}
+    merged = deep_merge(base, data)
+    if smoke:
+        merged["smoke"] = smoke
+    return merged
+
+
+def deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``, recursively for nested mappings."""
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=c`` → ``("a.b", yaml_value(c))``: YAML scalars and lists (``[1, 2]``), ``null``, quoted strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ZooValueError(f"--set {text!r}: expected KEY=VALUE, e.g. moe.num_experts=16")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ZooValueError(f"--set {text!r}: the value is not valid YAML") from None
+    return key.strip(), value
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data[a][b] = value`` for ``a.b``, creating intermediate mappings."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(data))  # a deep copy of plain YAML data
+    for key, value in overrides.items():
+        set_dotted(out, key, value)
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert YAML forms (ints for floats, lists for tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ZooValueError:
+                continue
+        raise ZooValueError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ZooValueError(f"{where} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{where}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ZooValueError(f"{where}={value!r} has the wrong type; expected a list")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ZooValueError(f"{where}={value!r} must have {len(args)} items")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ZooValueError(f"{where}={value!r} has the wrong type; expected a mapping")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ZooValueError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}")
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build the dataclass ``cls`` from plain data, validating keys and types."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            raise ZooValueError(f"unknown config key {prefix + key!r}{hint} (known: {', '.join(fields)})")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ZooValueError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ZooValueError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view of a config dataclass (tuples become lists), ready for YAML."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_sha256(cfg: Any) -> str:
+    """Hash of the canonical JSON form of a config: the same config always hashes the same."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:
+    """Unknown ``trainer.*`` keys fail here, with a suggestion, instead of deep inside Lightning."""
+    import lightning as L
+
+    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    for key in kwargs:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean 'trainer.{close[0]}'?" if close else ""
+            raise ZooValueError(f"unknown config key 'trainer.{key}'{hint}")
+
+
+def resolve_config(
+    cls: type[C],
+    task: str,
+    recipe: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    smoke: bool = False,
+) -> tuple[C, dict[str, Any]]:
+    """Apply the precedence chain and validate; returns the config and the recipe's smoke overrides."""
+    data: dict[str, Any] = load_recipe(task, recipe) if recipe else {}
+    if config_file:
+        data = deep_merge(data, read_yaml(config_file))
+    smoke_overrides = data.pop("smoke", {}) or {}
+    if not isinstance(smoke_overrides, dict):
+        raise ZooValueError(f"recipe {recipe!r}: smoke: must map dotted keys to values")
+    data.pop("description", None)
+    data.pop("base", None)
+    if smoke:
+        data = apply_overrides(data, smoke_overrides)
+    data = apply_overrides(data, dict(parse_override(o) for o in overrides))
+    cfg = from_dict(cls, data)
+    trainer = getattr(cfg, "trainer", None)
+    if isinstance(trainer, dict):
+        check_trainer_kwargs(trainer)
+    return cfg, smoke_overrides
