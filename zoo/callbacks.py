@@ -32,16 +32,20 @@ class ExpertStatsCallback(L.Callback):
         self.every_n_steps, self.plot_at_end, self.dirpath = every_n_steps, plot, dirpath
         self.history: dict[str, list[tuple[int, list[float]]]] = {}
         self.num_ffn: dict[str, int] = {}
+        self._last_step = -1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         stats: dict[str, ExpertStats] = (outputs or {}).get("expert_stats") or {}
         every = self.every_n_steps or trainer.log_every_n_steps
-        if not stats or trainer.global_step % max(1, every):
+        step = trainer.global_step
+        # with gradient accumulation several micro-batches share a step: record the step once
+        if not stats or step % max(1, every) or step == self._last_step:
             return
+        self._last_step = step
         for layer, s in stats.items():
             scalars = s.as_scalars()
             pl_module.log_dict({f"experts/{layer}/{k}": v for k, v in scalars.items()}, on_step=True, on_epoch=False)
-            self.history.setdefault(layer, []).append((trainer.global_step, s.load.tolist()))
+            self.history.setdefault(layer, []).append((step, s.load.tolist()))
             self.num_ffn[layer] = s.num_ffn
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -75,15 +79,13 @@ def plot_expert_load(
     A dashed line separates FFN experts from special (zero/copy/constant/null) experts; the uniform load 1/E is
     the colour scale's midpoint so over- and under-loaded experts read at a glance.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no figure registry
 
     layers = list(history)
-    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 + 0.9 * len(layers)), squeeze=False)
+    fig = Figure(figsize=(8, 2.2 + 0.9 * len(layers)))
+    axes = fig.subplots(len(layers), 1, squeeze=False)
     for ax, layer in zip(axes[:, 0], layers):
         steps = [s for s, _ in history[layer]]
         load = np.asarray([row for _, row in history[layer]]).T
@@ -100,5 +102,4 @@ def plot_expert_load(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())

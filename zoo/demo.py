@@ -54,22 +54,23 @@ def make_regime_data(cfg: RegimeData) -> tuple[TensorDataset, TensorDataset]:
     return sample(cfg.n_train), sample(cfg.n_val)
 
 
+#: The demo's MoE; the dense variant matches its active width.
+DENSE_TWIN = MoEConfig(num_experts=8, k=2, d_hidden=64, router="top_k", balance_coef=0.05)
+
+
 class TinyMoERegressor(nn.Module):
     """``Linear → LayerNorm → x + MoELayer(x) → Linear``: the smallest model that exercises the whole backbone.
 
-    With ``moe=None`` the middle block is a dense FFN of width ``k · d_hidden`` (the dense twin: the same active
-    parameters per token).
+    With ``moe=None`` the middle block is a dense FFN of width ``k · d_hidden`` of :data:`DENSE_TWIN` (the twin of
+    the demo's MoE: the same active parameters per token).
     """
 
     def __init__(self, d_in: int, d_out: int, d_model: int, moe: MoEConfig | None) -> None:
         super().__init__()
         self.inp = nn.Sequential(nn.Linear(d_in, d_model), nn.LayerNorm(d_model))
         self.moe = MoELayer.from_config(moe, d_model) if moe is not None else None
-        self.dense = (
-            None
-            if moe is not None
-            else nn.Sequential(nn.Linear(d_model, 2 * 64), nn.GELU(), nn.Linear(2 * 64, d_model))
-        )
+        twin = DENSE_TWIN.k * DENSE_TWIN.d_hidden
+        self.dense = None if moe is not None else nn.Sequential(nn.Linear(d_model, twin), nn.GELU(), nn.Linear(twin, d_model))
         self.out = nn.Linear(d_model, d_out)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
@@ -127,10 +128,9 @@ def train_one(
 def run_demo(steps: int = 300, out_dir: Path | None = None, seed: int = 0) -> list[DemoResult]:
     """Train the three variants (balanced MoE, unbalanced MoE, dense twin) on the same data."""
     data = RegimeData(seed=seed)
-    moe = MoEConfig(num_experts=8, k=2, d_hidden=64, router="top_k", balance_coef=0.05)
     variants = {
-        "moe_e8k2": moe,
-        "moe_e8k2_nobalance": replace(moe, balance_coef=0.0),
+        "moe_e8k2": DENSE_TWIN,
+        "moe_e8k2_nobalance": replace(DENSE_TWIN, balance_coef=0.0),
         "dense": None,
     }
     return [train_one(name, cfg, data, steps, out_dir, seed) for name, cfg in variants.items()]

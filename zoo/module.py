@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
-from zoo.errors import check_arg
+from zoo.errors import ZooValueError, check_arg
 from zoo.moe import ExpertStats, Router, on_optimizer_step, total_aux_loss
 
 STAGES = ("train", "val", "test")
@@ -41,7 +41,11 @@ class ModelOutput:
 
 @dataclass
 class StepOutput:
-    """One step's task loss, predictions and targets for metrics, and the model's aux losses and stats."""
+    """One step's task loss, predictions and targets for metrics, and the model's aux losses and stats.
+
+    ``metric_kwargs`` are extra keyword inputs for metrics that need more than ``(preds, target)`` (e.g. a
+    per-sample MASE scale); a MetricCollection passes each metric only the keywords its ``update`` accepts.
+    """
 
     loss: torch.Tensor
     preds: torch.Tensor | None = None
@@ -49,14 +53,15 @@ class StepOutput:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, ExpertStats] = field(default_factory=dict)
     batch_size: int | None = None
+    metric_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule; the ``optim.*`` block of recipes.
 
-    Weight decay applies to matrices and expert banks only, never to router gates, biases or norms (decaying a
-    router's gate pulls it towards uniform routing). ``scheduler`` is ``none``, ``cosine`` (to
+    Weight decay applies to matrices and expert banks only, never to the parameters of ``Router`` modules,
+    biases or norms (decaying a router's gate pulls it towards uniform routing). ``scheduler`` is ``none``, ``cosine`` (to
     ``min_lr_ratio·lr``) or ``linear`` decay, after ``warmup_steps`` of linear warm-up; the horizon is
     ``max_steps`` or the trainer's estimate of total steps.
     """
@@ -160,7 +165,7 @@ class ZooModule(L.LightningModule):
             self.log(f"{stage}/aux/{name}", value, **log)
         metrics = self._metrics(stage)
         if metrics is not None and out.preds is not None:
-            metrics.update(out.preds, out.target)
+            metrics.update(out.preds, out.target, **out.metric_kwargs)
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=out.batch_size)
         return {"loss": loss, "expert_stats": out.stats}
 
@@ -186,6 +191,9 @@ class ZooModule(L.LightningModule):
             optimizer = cls(groups, lr=cfg.lr, betas=cfg.betas)
         if cfg.scheduler == "none" and cfg.warmup_steps == 0:
             return optimizer
-        total = cfg.max_steps or int(self.trainer.estimated_stepping_batches)
+        total = cfg.max_steps or self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ZooValueError("optim.scheduler needs a finite horizon: set optim.max_steps or trainer.max_steps/max_epochs")
+        total = int(total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

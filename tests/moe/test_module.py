@@ -137,6 +137,15 @@ def test_expert_stats_callback_logs_and_plots(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_expert_stats_callback_records_each_step_once_under_gradient_accumulation():
+    train, _ = loaders(n_train=512)
+    model = TinyMoERegressor(16, 4, 32, MoEConfig(num_experts=4, k=2, d_hidden=16))
+    callback = ExpertStatsCallback(every_n_steps=1)
+    tiny_trainer(3, callbacks=[callback], accumulate_grad_batches=3).fit(ZooModule(model, nn.functional.mse_loss), train)
+    steps = [step for step, _ in callback.history["moe"]]
+    assert steps == sorted(set(steps)), steps
+
+
 def test_expert_stats_callback_writes_nothing_without_a_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train, _ = loaders(n_train=256)

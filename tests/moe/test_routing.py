@@ -22,6 +22,7 @@ from zoo.moe import (
     TopPRouter,
     build_router,
 )
+from zoo.moe.losses import load_balance_loss
 from zoo.moe.routing import capacity
 
 D = 12
@@ -161,6 +162,46 @@ def test_capacity_drops_overflow_first_choices_first():
     torch.testing.assert_close(got.ids, torch.where(keep, full.ids, -1))
     torch.testing.assert_close(got.weights, torch.where(keep, full.weights, 0.0))
     assert float(got.drop_rate) == pytest.approx(1 - keep.float().mean().item())
+
+
+def test_top_1_keeps_raw_probabilities_so_the_gate_learns_from_the_task():
+    router = TopKRouter(D, 4, 1)
+    x = torch.randn(16, D)
+    routing = router(x)
+    assert not torch.allclose(routing.weights, torch.ones_like(routing.weights))
+    routing.weights.sum().backward()
+    assert router.gate.weight.grad.abs().sum() > 0
+
+
+def test_balance_loss_counts_the_requested_choices_before_capacity_drops():
+    T, E = 32, 4
+    router = TopKRouter(D, E, 1, capacity_factor=0.25, balance_coef=1.0).eval()
+    router.gate.weight.data.zero_()
+    router.gate.weight.data[0, 0] = 10.0  # every token wants expert 0
+    x = torch.randn(T, D)
+    x[:, 0] = x[:, 0].abs() + 1
+    routing = router(x)
+    assert float(routing.drop_rate) > 0.5
+    expected = load_balance_loss(routing.logits, routing.requested_ids)
+    torch.testing.assert_close(routing.aux["balance"], expected)
+    assert (routing.requested_ids == 0).all()
+
+
+def test_aux_free_bias_stays_fp32_in_a_bf16_model():
+    router = AuxFreeRouter(D, 4, 2).to(torch.bfloat16)
+    assert router.bias.dtype == torch.float32 and router.gate.weight.dtype == torch.bfloat16
+    router.train()
+    router(torch.randn(8, D, dtype=torch.bfloat16))
+    router.bias.fill_(1.0)
+    router.on_optimizer_step(0)
+    assert (router.bias != 1.0).any(), "a 1e-3 update must survive"
+
+
+def test_empty_batch_gives_finite_losses():
+    for name in ROUTERS:
+        routing = build_router(name, D, 4, k=2)(torch.randn(0, D))
+        for key, value in routing.aux.items():
+            assert torch.isfinite(value), (name, key)
 
 
 def test_noise_only_in_training_and_learnable():
@@ -337,7 +378,7 @@ def test_aux_free_bias_leaves_weights_unchanged(case, seed):
     for t in range(T):
         for routing in (unbiased, biased):
             chosen = routing.ids[t]
-            expected = scores[t, chosen] / scores[t, chosen].sum()
+            expected = scores[t, chosen] / scores[t, chosen].sum() if router.k > 1 else scores[t, chosen]
             torch.testing.assert_close(routing.weights[t], expected)
         same = set(unbiased.ids[t].tolist()) == set(biased.ids[t].tolist())
         if same:

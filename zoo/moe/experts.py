@@ -15,6 +15,7 @@ import abc
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import check_arg
@@ -125,10 +126,10 @@ class SpecialExperts(nn.Module):
         self.counts = {"zero": num_zero, "copy": num_copy, "constant": num_constant, "null": num_null}
         self.num_experts = sum(self.counts.values())
         self.zero_renormalize = zero_renormalize
-        self.constant_vectors = nn.Parameter(torch.zeros(num_constant, d_model))
-        self.constant_mix = nn.Parameter(torch.zeros(num_constant, d_model, 2))
-        nn.init.normal_(self.constant_vectors, std=d_model**-0.5)
-        nn.init.normal_(self.constant_mix, std=d_model**-0.5)
+        self.constant_vectors = self.constant_mix = None
+        if num_constant:  # no empty parameters: DDP would report them unused
+            self.constant_vectors = nn.Parameter(torch.randn(num_constant, d_model) * d_model**-0.5)
+            self.constant_mix = nn.Parameter(torch.randn(num_constant, d_model, 2) * d_model**-0.5)
 
     def id_range(self, kind: str) -> tuple[int, int]:
         """``[start, stop)`` of the global expert ids of one kind."""
@@ -193,5 +194,6 @@ class SharedExperts(nn.Module):
         g = x_TD @ self.w3.to(dtype) if self.w3 is not None else None
         y_TD = apply_activation(x_TD @ self.w1.to(dtype), self.activation, g) @ self.w2.to(dtype)
         if self.gate is not None:
-            y_TD = y_TD * torch.sigmoid(self.gate(x_TD.float())).to(dtype)
+            gate_T1 = F.linear(x_TD.float(), self.gate.weight.float())
+            y_TD = y_TD * torch.sigmoid(gate_T1).to(dtype)
         return y_TD

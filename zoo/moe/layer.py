@@ -103,6 +103,13 @@ class MoELayer(nn.Module):
             router.num_experts,
             f"{expected} (= {experts.num_experts} experts + {num_special} special experts)",
         )
+        if special is not None:
+            check_arg(
+                special.first_id == experts.num_experts,
+                "special.first_id",
+                special.first_id,
+                f"{experts.num_experts} (special experts are numbered right after the FFN experts)",
+            )
         self.router, self.experts, self.special, self.shared = router, experts, special, shared
         self.d_model = router.d_model
 

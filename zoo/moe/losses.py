@@ -1,7 +1,7 @@
 """Load-balancing and router regularisation losses.
 
 All take fp32 router logits ``[T, E]`` and return an unweighted scalar; routers multiply by their coefficient.
-Placeholder slots (id −1) are ignored.
+Placeholder slots (id −1) are ignored, and an empty batch (T = 0) gives 0 rather than NaN.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def load_balance_loss(logits_TE: torch.Tensor, ids_TK: torch.Tensor) -> torch.Te
     probability of e. It is 1.0 under perfectly uniform routing and grows to E when everything collapses on one
     expert, so a coefficient of 0.01 means the same thing at every E.
     """
+    if logits_TE.shape[0] == 0:
+        return logits_TE.sum() * 0.0
     E = logits_TE.shape[-1]
     probs_E = torch.softmax(logits_TE, dim=-1).mean(0)
     return E * torch.sum(expert_fractions(ids_TK, E).detach() * probs_E)
@@ -30,6 +32,8 @@ def load_balance_loss(logits_TE: torch.Tensor, ids_TK: torch.Tensor) -> torch.Te
 
 def router_z_loss(logits_TE: torch.Tensor) -> torch.Tensor:
     """ST-MoE router z-loss ``mean_t logsumexp(logits_t)²`` (Zoph et al. 2022): keeps logits small for stability."""
+    if logits_TE.shape[0] == 0:
+        return logits_TE.sum() * 0.0
     return torch.logsumexp(logits_TE, dim=-1).pow(2).mean()
 
 
@@ -43,6 +47,8 @@ def importance_loss(logits_TE: torch.Tensor) -> torch.Tensor:
 
 def routing_entropy(logits_TE: torch.Tensor) -> torch.Tensor:
     """Mean per-token entropy (nats) of the router distribution; the top-p router's "dynamic loss" minimises it."""
+    if logits_TE.shape[0] == 0:
+        return logits_TE.sum() * 0.0
     logp = torch.log_softmax(logits_TE, dim=-1)
     return -(logp.exp() * logp).sum(-1).mean()
 

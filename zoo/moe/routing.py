@@ -30,7 +30,9 @@ class Routing:
     """What a router decided for ``T`` tokens over ``E`` experts.
 
     ``drop_rate`` is the fraction of requested slots dropped by a capacity limit (top-k with a capacity factor),
-    or, for expert choice, the fraction of tokens no expert picked.
+    or, for expert choice, the fraction of tokens no expert picked. ``requested_ids`` are the choices before
+    capacity dropped any (None when nothing can be dropped): balance losses and loads are measured on them, as
+    in GShard/Switch, so an overloaded expert is penalised for all the tokens it was asked to take.
     """
 
     ids: torch.Tensor
@@ -38,6 +40,7 @@ class Routing:
     logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     drop_rate: torch.Tensor | None = None
+    requested_ids: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -56,7 +59,7 @@ def _compact(mask_TE: torch.Tensor, weights_TE: torch.Tensor, k_max: int | None 
     width = max(1, min(width, k_max if k_max is not None else E))
     ids = order[:, :width]
     keep = mask_TE.gather(1, ids)
-    weights = torch.where(keep, weights_TE.gather(1, ids), torch.zeros((), dtype=weights_TE.dtype))
+    weights = torch.where(keep, weights_TE.gather(1, ids), weights_TE.new_zeros(()))
     return torch.where(keep, ids, torch.full_like(ids, -1)), weights
 
 
@@ -108,7 +111,8 @@ class Router(nn.Module, abc.ABC):
         check_arg(x_TD.dim() == 2 and x_TD.shape[1] == self.d_model, "x.shape", tuple(x_TD.shape), f"[T, {self.d_model}]")
         logits = self.router_logits(x_TD)
         routing = self.select(logits, x_TD, token_ids_T)
-        routing.aux.update(self.aux_losses(logits, routing.ids))
+        requested = routing.requested_ids if routing.requested_ids is not None else routing.ids
+        routing.aux.update(self.aux_losses(logits, requested))
         return routing
 
     @abc.abstractmethod
@@ -138,7 +142,8 @@ class TopKRouter(Router):
     Args:
         k: experts per token.
         renormalize: divide the k kept probabilities by their sum (Mixtral) instead of keeping the raw softmax
-            probabilities (Switch, GShard). Default True, as most current models do.
+            probabilities (Switch, GShard). Default: True for k > 1, False for k = 1 — a renormalised top-1
+            weight is always 1, so the gate would get no gradient from the task loss.
         noise: add ``N(0, 1) · softplus(x W_noise)`` to the logits in training (noisy top-k gating).
         capacity_factor: if set, each expert takes at most ``ceil(cf · T · k / E)`` slots per batch; the
             overflow is dropped (id −1) in slot-major priority: every token's first choice before any
@@ -151,7 +156,7 @@ class TopKRouter(Router):
         num_experts: int,
         k: int = 2,
         *,
-        renormalize: bool = True,
+        renormalize: bool | None = None,
         noise: bool = False,
         capacity_factor: float | None = None,
         **loss_coefs: float,
@@ -159,7 +164,8 @@ class TopKRouter(Router):
         super().__init__(d_model, num_experts, **loss_coefs)
         check_arg(isinstance(k, int) and 1 <= k <= num_experts, "k", k, f"an int in [1, num_experts={num_experts}]")
         check_arg(capacity_factor is None or capacity_factor > 0, "capacity_factor", capacity_factor, "None or > 0")
-        self.k, self.renormalize, self.capacity_factor = k, renormalize, capacity_factor
+        self.k, self.capacity_factor = k, capacity_factor
+        self.renormalize = k > 1 if renormalize is None else renormalize
         self.noise = nn.Linear(d_model, num_experts, bias=False) if noise else None
         if self.noise is not None:
             nn.init.zeros_(self.noise.weight)
@@ -176,10 +182,13 @@ class TopKRouter(Router):
         probs = torch.softmax(scores, dim=-1)
         top_p, ids = probs.topk(self.k, dim=-1)
         weights = top_p / top_p.sum(-1, keepdim=True) if self.renormalize else top_p
-        drop_rate = None
-        if self.capacity_factor is not None:
-            ids, weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
-        return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
+        return self._with_capacity(ids, weights, logits_TE)
+
+    def _with_capacity(self, ids: torch.Tensor, weights: torch.Tensor, logits_TE: torch.Tensor) -> Routing:
+        if self.capacity_factor is None:
+            return Routing(ids, weights, logits_TE)
+        kept_ids, kept_weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
+        return Routing(kept_ids, kept_weights, logits_TE, drop_rate=drop_rate, requested_ids=ids)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}, capacity_factor={self.capacity_factor}"
@@ -220,13 +229,14 @@ def apply_capacity(
 class AuxFreeRouter(TopKRouter):
     """Auxiliary-loss-free balancing (Wang et al. 2024, "Auxiliary-Loss-Free Load Balancing"; DeepSeek-V3).
 
-    Selection uses ``scores + bias``; the weights use the unbiased scores, so the bias steers which experts are
-    chosen without touching the function computed for a given choice. The bias is updated once per optimizer
+    Selection uses ``scores + bias``; the weights use the unbiased scores (renormalised over the k when k > 1,
+    as DeepSeek-V3 does), so the bias steers which experts are chosen without touching the function computed
+    for a given choice. Loads are counted on the choices before any capacity drop. The bias is updated once per optimizer
     step from the load counted in training forwards since the last step (safe with gradient accumulation) and
     is a persistent buffer, so it travels with checkpoints.
 
     Args:
-        score: ``"sigmoid"`` (DeepSeek-V3, weights renormalised over the k) or ``"softmax"``.
+        score: ``"sigmoid"`` (DeepSeek-V3) or ``"softmax"``.
         bias_rate: update speed u (1e-3 in the paper).
         balance_coef: defaults to 0: this router balances without an auxiliary loss.
     """
@@ -254,21 +264,26 @@ class AuxFreeRouter(TopKRouter):
         scores = torch.sigmoid(noisy) if self.score == "sigmoid" else torch.softmax(noisy, dim=-1)
         ids = (scores.detach() + self.bias).topk(self.k, dim=-1).indices
         weights = scores.gather(1, ids)
-        if self.score == "sigmoid" or self.renormalize:
+        if self.renormalize:
             weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
-        drop_rate = None
-        if self.capacity_factor is not None:
-            ids, weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
         if self.training:
-            valid = ids[ids >= 0]
-            self.pending_load += torch.bincount(valid, minlength=self.num_experts).to(self.pending_load.dtype)
-        return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
+            self.pending_load += torch.bincount(ids.reshape(-1), minlength=self.num_experts).float()
+        return self._with_capacity(ids, weights, logits_TE)
 
     @torch.no_grad()
     def on_optimizer_step(self, step: int) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.pending_load)  # every replica applies the same global update
         if self.pending_load.sum() > 0:
             self.bias.copy_(losses.aux_free_bias_update(self.bias, self.pending_load, self.bias_rate))
         self.pending_load.zero_()
+
+    def _apply(self, fn, recurse=True):
+        """Keep the bias and load counter in fp32 under ``.to(bfloat16)``: 1e-3 steps vanish in bf16."""
+        super()._apply(fn, recurse)
+        self.bias.data = self.bias.data.float()
+        self.pending_load.data = self.pending_load.data.float()
+        return self
 
 
 class ExpertChoiceRouter(Router):
@@ -295,7 +310,7 @@ class ExpertChoiceRouter(Router):
         mask = torch.zeros_like(probs, dtype=torch.bool)
         mask.scatter_(0, token_idx_EC.t(), True)
         ids, weights = _compact(mask, probs)
-        drop_rate = (~mask.any(1)).float().mean()
+        drop_rate = (~mask.any(1)).float().sum() / max(T, 1)
         return Routing(ids, weights, logits_TE, drop_rate=drop_rate)
 
 
@@ -407,11 +422,13 @@ class HashRouter(Router):
 
     def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
         if token_ids_T is None:
-            codes = ((x_TD.float() @ self.projection) > 0).long() @ self.bit_values
+            bits = (x_TD.float() @ self.projection.float()) > 0
+            codes = (bits.long() * self.bit_values).sum(-1)  # no integer matmul: CUDA has none
         else:
             check_arg(token_ids_T.shape == x_TD.shape[:1], "token_ids.shape", tuple(token_ids_T.shape), f"[{x_TD.shape[0]}]")
             codes = token_ids_T.long()
-        # Knuth's multiplicative hash, kept within int64; the permutation breaks any residual id order.
+        # Knuth's multiplicative hash (int64 wrap-around is harmless: % keeps it in range); the permutation
+        # breaks any residual id order.
         base = (codes * 2654435761) % (2**31 - 1) % self.num_experts
         slots = (base[:, None] + torch.arange(self.k, device=base.device)) % self.num_experts
         ids = self.permutation[slots]

@@ -1,7 +1,8 @@
 """Per-layer routing statistics: what the expert-stats callback logs and plots.
 
 Computed without gradients from a layer's :class:`~zoo.moe.routing.Routing`; all fields are detached tensors
-on the routing's device, so collecting them costs no host sync until a logger asks.
+on the routing's device and nothing is copied to the host until a logger asks. (Counting valid ids uses a
+boolean mask, which synchronises on CUDA; the GPU kernels issue makes routing metadata sync-free.)
 """
 
 from __future__ import annotations
