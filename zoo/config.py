@@ -202,7 +202,7 @@ def config_sha256(cfg: Any) -> str:
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,163 @@
+"""``TaskSpec``: what a task package tells the zoo, and the one training path every supervised task shares.
+
+A task registers a ``TaskSpec`` under the ``zoo.tasks`` entry-point group. The zoo then resolves its config,
+builds its datamodule and LightningModule, fits, tests and writes the run dir; a task whose training is not a
+supervised ``fit`` (RL) passes its own ``train`` instead of changing this flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from zoo._version import __version__
+from zoo.config import config_sha256, dump_yaml, repo_root, to_dict
+from zoo.errors import ZooValueError
+from zoo.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its config type, builders, and a one-line description for ``zoo list``.
+
+    ``build_module(cfg, datamodule)`` gets the prepared datamodule so the model can size itself from the data
+    (lookback, horizon, number of series). ``fit`` is False for models with nothing to train (classical
+    baselines): the flow goes straight to evaluation.
+    """
+
+    name: str
+    description: str
+    config_cls: type
+    build_datamodule: Callable[[Any], L.LightningDataModule]
+    build_module: Callable[[Any, L.LightningDataModule], L.LightningModule]
+    needs_fit: Callable[[Any], bool] = lambda cfg: True
+    extras: tuple[str, ...] = ()
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    seconds: float
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(command: list[str] | None = None) -> dict[str, Any]:
+    """Where and how a run happened: command, versions, git commit, device and threads."""
+    import lightning
+
+    return {
+        "command": command if command is not None else sys.argv,
+        "zoo": __version__,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "time": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLike | None = None) -> Path:
+    """``runs/<task>/<recipe>/<YYYYmmdd-HHMMSS>-s<seed>/`` (or ``out`` verbatim); never reuses a directory."""
+    if out is not None:
+        run_dir = Path(out)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ZooValueError(f"--out {run_dir}: directory exists and is not empty")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path("runs") / task / (recipe or "default")
+        run_dir = base / f"{stamp}-s{seed}"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = base / f"{stamp}-s{seed}-{n}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_run_files(run_dir: Path, cfg: Any, extra: dict[str, Any] | None = None) -> None:
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(to_dict(cfg)))
+    info = {**provenance(), "config_sha256": config_sha256(cfg), **(extra or {})}
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
+
+
+def build_trainer(cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None) -> L.Trainer:
+    """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from zoo.callbacks import ExpertStatsCallback
+
+    kwargs = dict(getattr(cfg, "trainer", {}) or {})
+    kwargs.setdefault("accelerator", "cpu" if not torch.cuda.is_available() else "auto")
+    all_callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+        ExpertStatsCallback(dirpath=run_dir),
+        *(callbacks or []),
+    ]
+    if progress:
+        all_callbacks.append(RichProgressBar(leave=True))
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="", version=""),
+        callbacks=all_callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def fit_and_test(
+    spec: TaskSpec,
+    cfg: Any,
+    run_dir: Path,
+    *,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Seed, build, fit (unless the model has nothing to train), test; write ``results.json`` in the run dir."""
+    L.seed_everything(getattr(cfg, "seed", 0), workers=True, verbose=False)
+    datamodule = spec.build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = spec.build_module(cfg, datamodule)
+    trainer = build_trainer(cfg, run_dir, progress=progress)
+    start = time.perf_counter()
+    if spec.needs_fit(cfg):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    train_seconds = time.perf_counter() - start
+    metrics = run_test_loop(trainer, module, datamodule)
+    result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
+    return RunResult(run_dir, metrics, train_seconds)
+
+
+def run_test_loop(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
+    """Run the test loop and return its metrics as plain floats."""
+    datamodule.setup("test")
+    (raw,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in raw.items()}
