@@ -32,8 +32,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _quiet_lightning() -> None:
     """Keep the terminal for our own output: no device banners, tips or known-benign warnings."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    import lightning  # noqa: F401  (importing it configures its loggers; quieten them afterwards)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("lightning", "pytorch_lightning", "lightning_fabric")):
+            logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings(
         "ignore",
         message=".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`|is smaller than the logging"
@@ -284,6 +287,34 @@ def params_total_active(model: Any) -> tuple[int, int]:
     return total, total - inactive
 
 
+# ---------------------------------------------------------------------------------------------- boards
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Leaderboards: list, reproduce (train + test every row and seed), render Markdown, check."""
+    from zoo import leaderboard
+
+    if args.action == "list":
+        args.what, args.pattern = "boards", "*"
+        return cmd_list(args)
+    boards = leaderboard.board_names() if args.all else args.boards
+    check_arg(bool(boards), "BOARD", None, "a board name or --all")
+    if args.action == "render":
+        stale = leaderboard.render(boards, check=args.check)
+        print("up to date" if not stale else "rendered " + ", ".join(str(p) for p in stale))
+        return 0
+    _quiet_lightning()
+    if args.action == "reproduce":
+        for board in boards:
+            for path in leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds, progress=not args.no_progress):
+                print(f"wrote {path}")
+        return 0
+    for board in boards:
+        leaderboard.check_tier(board, args.tier)
+        print(f"{board} {args.tier}: within tolerance")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -350,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--default", action="store_true", help="publish: the task's default weights")
     w.add_argument("--json", action="store_true")
     w.set_defaults(pattern=None)
+
+    lb = add("leaderboard", cmd_leaderboard, "reproduce, render and check leaderboards")
+    lb.add_argument("action", choices=["list", "reproduce", "render", "check"])
+    lb.add_argument("boards", nargs="*", metavar="BOARD")
+    lb.add_argument("--all", action="store_true", help="every board in leaderboards/")
+    lb.add_argument("--tier", default="smoke", choices=["smoke", "full"], help="default smoke")
+    lb.add_argument("--rows", nargs="+", help="reproduce: only these rows")
+    lb.add_argument("--seeds", nargs="+", type=int, help="reproduce: only these seeds")
+    lb.add_argument("--check", action="store_true", help="render: exit 6 if committed tables differ")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.add_argument("--json", action="store_true")
     return parser
 
 
