@@ -5,7 +5,8 @@ direction is better, tolerance), seeds and rows (recipe, optional weights id, op
 kept apart from reproduced ones). ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies
 each recipe's smoke overrides, ``full`` runs the recipe as written) and writes
 ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``. ``render`` turns whatever results exist into
-``leaderboards/<board>.md`` (mean ± std (n), best marked, params total/active, the reproduce command) and into
+``leaderboards/<board>.md`` (mean ± std (n), best marked, params total/active, wall seconds of train + test per
+run, the reproduce command) and into
 README blocks between ``<!-- board:<board> -->`` and ``<!-- /board:<board> -->``; ``render --check`` fails
 (exit 6) if the committed files differ from what the results render to. ``check --tier smoke`` reruns the smoke
 tier and fails (exit 5) when a metric moves beyond its tolerance.
@@ -242,7 +243,7 @@ def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]])
         if means:
             best[m.key] = (min if m.better == "lower" else max)(means, key=means.get)
     has_claimed = any(r.claimed for r in spec.rows)
-    header = ["row", *(f"{m.display} {'↓' if m.better == 'lower' else '↑'}" for m in spec.metrics), "params (active)", "train s", "recipe"]
+    header = ["row", *(f"{m.display} {'↓' if m.better == 'lower' else '↑'}" for m in spec.metrics), "params (active)", "wall s", "recipe"]
     if has_claimed:
         header.append("claimed (paper)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
