@@ -164,6 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     _quiet_lightning()
     spec = api.load_task(args.task)
     if args.resume:
+        given = [flag for flag, v in (("--recipe", args.recipe), ("--config", args.config), ("--set", args.set),
+                                      ("--smoke", args.smoke), ("--seed", args.seed), ("--out", args.out)) if v]
+        if given:
+            raise ZooValueError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
         run_dir, saved = api.resolve_run(args.resume)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.exists():
@@ -174,9 +178,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.seed is not None:
             cfg.seed = args.seed
         run_dir = make_run_dir(spec.name, args.recipe, cfg.seed, args.out)
-        write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke})
+        write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke, "command": args.command_line})
         ckpt = None
-    print(f"run dir: {run_dir}")
+    print(f"run dir: {run_dir}", file=sys.stderr)
     result = fit_and_test(spec, cfg, run_dir, resume=ckpt, progress=not args.no_progress)
     rows = [[k, _fmt(v)] for k, v in sorted(result.metrics.items())]
     _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics", ["metric", "value"], rows)
@@ -403,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if getattr(args, "action", None) == "list" and args.command == "weights":
         args.pattern = args.id
+    args.command_line = ["zoo", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.func(args)
     except ZooError as err:

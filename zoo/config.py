@@ -1,7 +1,8 @@
 """Recipes (YAML) ⇄ typed config dataclasses.
 
-Precedence, lowest first: the task's dataclass defaults < the recipe (< its ``base:``, one level) <
-``--config FILE`` < ``--set a.b=c``. Every value is validated against the dataclass field types; an unknown
+Precedence, lowest first: the task's dataclass defaults < the recipe's ``base:`` (one level) < the recipe <
+``--config FILE`` < the recipe's smoke overrides (with ``--smoke``) < ``--set a.b=c``. Sections merge key by key,
+so ``--set moe.router=top_p`` changes one field and keeps the rest of ``moe``. Every value is validated against the dataclass field types; an unknown
 key fails with the closest known key. ``trainer`` is a free dict passed to ``lightning.Trainer`` but its keys
 are checked against the Trainer's signature. Recipes declare their smoke overrides under ``smoke:`` as dotted
 keys (``trainer.max_steps: 20``); ``--smoke`` applies them, as CI and the leaderboard smoke tier do.
@@ -9,11 +10,13 @@ keys (``trainer.max_steps: 20``); ``--smoke`` applies them, as CI and the leader
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import inspect
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,6 +27,8 @@ import yaml
 from zoo.errors import ZooValueError
 
 C = TypeVar("C")
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 #: Keys a recipe may hold besides the config fields.
 RECIPE_KEYS = ("base", "smoke", "description")
@@ -119,7 +124,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(data))  # a deep copy of plain YAML data
+    out = copy.deepcopy(data)
     for key, value in overrides.items():
         set_dotted(out, key, value)
     return out
@@ -167,6 +172,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a float
     if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise ZooValueError(f"{where}={value!r} has the wrong type; expected {_type_name(tp)}")
@@ -227,6 +234,8 @@ def resolve_config(
 ) -> tuple[C, dict[str, Any]]:
     """Apply the precedence chain and validate; returns the config and the recipe's smoke overrides."""
     data: dict[str, Any] = load_recipe(task, recipe) if recipe else {}
+    # Start from the task's defaults so a partial section (``--set moe.router=top_p``) keeps the rest of it.
+    data = deep_merge(to_dict(cls()), data)
     if config_file:
         data = deep_merge(data, read_yaml(config_file))
     smoke_overrides = data.pop("smoke", {}) or {}

@@ -105,7 +105,9 @@ def write_run_files(run_dir: Path, cfg: Any, extra: dict[str, Any] | None = None
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
 
 
-def build_trainer(cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None) -> L.Trainer:
+def build_trainer(
+    cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None, resumed: bool = False
+) -> L.Trainer:
     """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
@@ -121,9 +123,11 @@ def build_trainer(cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: 
     ]
     if progress:
         all_callbacks.append(RichProgressBar(leave=True))
+    # A resumed run logs into a new version folder so the first part's metrics.csv is kept.
+    version = "" if not resumed else f"resumed-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return L.Trainer(
         default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="", version=""),
+        logger=CSVLogger(run_dir, name="", version=version),
         callbacks=all_callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -145,7 +149,7 @@ def fit_and_test(
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = spec.build_module(cfg, datamodule)
-    trainer = build_trainer(cfg, run_dir, progress=progress)
+    trainer = build_trainer(cfg, run_dir, progress=progress, resumed=resume is not None)
     start = time.perf_counter()
     if spec.needs_fit(cfg):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
