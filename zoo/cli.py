@@ -221,6 +221,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict with published weights (or a .safetensors path) on your own input; see the task's docs for INPUT."""
+    from zoo import api
+
+    _quiet_lightning()
+    spec = api.load_task(args.task)
+    if spec.predict is None:
+        raise ZooValueError(f"task {spec.name!r} has no predict yet")
+    loaded = api.load_weights(args.weights)
+    rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot)
+    columns = list(rows[0]) if rows else []
+    _emit(args, rows, f"{spec.name}: {args.weights}", columns, [[_fmt(v) if isinstance(v, float) else v for v in r.values()] for r in rows])
+    for label, path in (("wrote", args.out), ("plot", args.plot)):
+        if path:
+            print(f"{label} {path}", file=sys.stderr)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- weights
 
 
@@ -373,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--weights", metavar="ID|PATH")
     ev.add_argument("--results-out", metavar="FILE", help="write metrics and provenance as JSON")
     ev.add_argument("--json", action="store_true")
+
+    pr = add("predict", cmd_predict, "predict with published weights on your own input")
+    pr.add_argument("task")
+    pr.add_argument("input", metavar="INPUT", help="forecasting: CSV with columns id,value (time order)")
+    pr.add_argument("--weights", required=True, metavar="ID|PATH")
+    pr.add_argument("--horizon", type=int, help="forecasting: steps ahead (default: the trained horizon)")
+    pr.add_argument("--out", metavar="FILE", help="write predictions as CSV")
+    pr.add_argument("--plot", metavar="PNG", help="write a plot of history and forecast")
+    pr.add_argument("--json", action="store_true")
 
     w = add("weights", cmd_weights, "published weights: list, path, verify, fetch, publish")
     w.add_argument("action", choices=["list", "path", "verify", "fetch", "publish"])

@@ -33,8 +33,9 @@ class TaskSpec:
     """A task: its config type, builders, and a one-line description for ``zoo list``.
 
     ``build_module(cfg, datamodule)`` gets the prepared datamodule so the model can size itself from the data
-    (lookback, horizon, number of series). ``fit`` is False for models with nothing to train (classical
-    baselines): the flow goes straight to evaluation.
+    (lookback, horizon, number of series). ``needs_fit(cfg)`` is False for models with nothing to train
+    (classical baselines): the flow goes straight to evaluation. ``predict(loaded, input, **options)`` serves
+    ``zoo predict`` and returns one dict per prediction.
     """
 
     name: str
@@ -43,6 +44,7 @@ class TaskSpec:
     build_datamodule: Callable[[Any], L.LightningDataModule]
     build_module: Callable[[Any, L.LightningDataModule], L.LightningModule]
     needs_fit: Callable[[Any], bool] = lambda cfg: True
+    predict: Callable[..., list[dict]] | None = None
     extras: tuple[str, ...] = ()
 
 

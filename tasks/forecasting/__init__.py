@@ -16,6 +16,7 @@ from .config import ForecastingConfig
 from .data import ForecastDataModule
 from .metrics import MASE, SMAPE
 from .model import ForecastModule, MoEForecaster, SeasonalNaive
+from .predict import predict
 
 
 def build_datamodule(cfg: ForecastingConfig) -> ForecastDataModule:
@@ -49,5 +50,6 @@ TASK = TaskSpec(
     build_datamodule=build_datamodule,
     build_module=build_module,
     needs_fit=lambda cfg: cfg.model.arch != "seasonal_naive",
+    predict=predict,
     extras=("forecasting",),
 )
