@@ -6,17 +6,14 @@ Weight ids are ``<task>/<arch>.<tag>`` and live in each task's manifest ``tasks/
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import lightning as L
 
 from zoo import hub
 from zoo.config import from_dict, read_yaml, repo_root
 from zoo.errors import ZooValueError
 from zoo.registry import TASKS
-from zoo.task import TaskSpec
+from zoo.task import LoadedModel, TaskSpec, build_from_config
 
 
 def load_task(name: str) -> TaskSpec:
@@ -60,23 +57,6 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     else:
         names = [f"{task}/{recipe}" for task in TASKS.names() for recipe in recipe_names(task)]
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
-
-
-@dataclass
-class LoadedModel:
-    """A rebuilt task module with its config and the datamodule it was sized from."""
-
-    task: TaskSpec
-    config: Any
-    module: L.LightningModule
-    datamodule: L.LightningDataModule
-
-
-def build_from_config(spec: TaskSpec, cfg: Any) -> LoadedModel:
-    dm = spec.build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    return LoadedModel(spec, cfg, spec.build_module(cfg, dm), dm)
 
 
 def load_weights(ref: str, explicit_path: str | None = None) -> LoadedModel:

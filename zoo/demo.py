@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from zoo.callbacks import ExpertStatsCallback
 from zoo.module import ModelOutput, OptimConfig, ZooModule
 from zoo.moe import MoEConfig, MoELayer, collect
+from zoo.task import quiet_trainer
 
 
 @dataclass
@@ -104,16 +105,7 @@ def train_one(
     model = TinyMoERegressor(data.d_in, data.d_out, 32, moe)
     module = ZooModule(model, nn.functional.mse_loss, OptimConfig(lr=3e-3))
     stats_cb = ExpertStatsCallback(every_n_steps=10, plot=out_dir is not None, dirpath=out_dir / name if out_dir else None)
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[stats_cb],
-        log_every_n_steps=10,
-    )
+    trainer = quiet_trainer(max_steps=steps, callbacks=[stats_cb], log_every_n_steps=10)
     start = time.perf_counter()
     trainer.fit(module, DataLoader(train, batch_size=128, shuffle=True))
     seconds = time.perf_counter() - start

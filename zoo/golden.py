@@ -17,6 +17,7 @@ import lightning as L
 from zoo.config import recipe_names, repo_root, resolve_config
 from zoo.io import atomic_write_text
 from zoo.registry import TASKS
+from zoo.task import build_from_config, quiet_trainer
 
 STEPS = 10
 RTOL = 1e-4
@@ -42,23 +43,10 @@ def trace(task: str, recipe: str, steps: int = STEPS) -> list[float] | None:
         return None
     L.seed_everything(0, workers=True, verbose=False)
     cfg.seed = 0
-    dm = spec.build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    module = spec.build_module(cfg, dm)
+    built = build_from_config(spec, cfg)
     recorder = _LossRecorder()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        limit_val_batches=0,
-        deterministic=True,
-    )
-    trainer.fit(module, datamodule=dm)
+    trainer = quiet_trainer(max_steps=steps, callbacks=[recorder], limit_val_batches=0, deterministic=True)
+    trainer.fit(built.module, datamodule=built.datamodule)
     return recorder.losses
 
 

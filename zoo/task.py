@@ -49,6 +49,36 @@ class TaskSpec:
 
 
 @dataclass
+class LoadedModel:
+    """A task module built from a config, with the datamodule it was sized from."""
+
+    task: TaskSpec
+    config: Any
+    module: L.LightningModule
+    datamodule: L.LightningDataModule
+
+
+def build_from_config(spec: TaskSpec, cfg: Any) -> LoadedModel:
+    """Prepare the datamodule (``fit`` stage) and build the module sized from it."""
+    dm = spec.build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    return LoadedModel(spec, cfg, spec.build_module(cfg, dm), dm)
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    """A Trainer for internal runs (demo, golden traces, tests): CPU, no logger, checkpoints, bars or summary."""
+    defaults = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, float]
@@ -147,10 +177,8 @@ def fit_and_test(
 ) -> RunResult:
     """Seed, build, fit (unless the model has nothing to train), test; write ``results.json`` in the run dir."""
     L.seed_everything(getattr(cfg, "seed", 0), workers=True, verbose=False)
-    datamodule = spec.build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    module = spec.build_module(cfg, datamodule)
+    built = build_from_config(spec, cfg)
+    module, datamodule = built.module, built.datamodule
     trainer = build_trainer(cfg, run_dir, progress=progress, resumed=resume is not None)
     start = time.perf_counter()
     if spec.needs_fit(cfg):

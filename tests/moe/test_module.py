@@ -4,7 +4,6 @@ import json
 import math
 from dataclasses import replace
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -16,18 +15,11 @@ from zoo.demo import RegimeData, TinyMoERegressor, make_regime_data, train_one
 from zoo.errors import ZooValueError
 from zoo.module import OptimConfig, ZooModule, lr_lambda, param_groups
 from zoo.moe import AuxFreeRouter, DenseToSparseRouter, MoEConfig
+from zoo.task import quiet_trainer
 
 
 def tiny_trainer(steps, **kw):
-    return L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kw,
-    )
+    return quiet_trainer(max_steps=steps, **kw)
 
 
 def loaders(n_train=512, n_val=256):
