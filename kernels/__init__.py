@@ -21,11 +21,12 @@ import torch
 from zoo.errors import ZooValueError, bad_arg, check_arg
 
 from .activations import ACTIVATIONS, GATED
+from .dispatch import weighted_sum
 from .grouped import grouped_moe_ffn, grouped_unsupported
 from .loop import loop_moe_ffn
 from .reference import reference_moe_ffn
 
-__all__ = ["ACTIVATIONS", "Backend", "backends", "moe_ffn", "register_backend", "resolve_backend"]
+__all__ = ["ACTIVATIONS", "Backend", "backends", "moe_ffn", "register_backend", "resolve_backend", "weighted_sum"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> N
     check_arg(
         not ids_TK.is_floating_point() and ids_TK.dtype != torch.bool, "ids.dtype", ids_TK.dtype, "an integer dtype"
     )
-    check_arg(weights_TK.shape == ids_TK.shape, "weights.shape", tuple(weights_TK.shape), f"{tuple(ids_TK.shape)}")
+    if weights_TK is not None:
+        check_arg(weights_TK.shape == ids_TK.shape, "weights.shape", tuple(weights_TK.shape), f"{tuple(ids_TK.shape)}")
     if ids_TK.numel():
         lo, hi = int(ids_TK.min()), int(ids_TK.max())
         check_arg(lo >= -1 and hi < E, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {E}) or -1")
@@ -118,7 +120,7 @@ def _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> N
 def moe_ffn(
     x_TD: torch.Tensor,
     ids_TK: torch.Tensor,
-    weights_TK: torch.Tensor,
+    weights_TK: torch.Tensor | None,
     w1_EDF: torch.Tensor,
     w2_EFD: torch.Tensor,
     w3_EDF: torch.Tensor | None = None,
@@ -130,13 +132,16 @@ def moe_ffn(
     Shapes: ``x[T, D]``, ``ids[T, k]`` (int, −1 = empty slot), ``weights[T, k]``, ``w1[E, D, F]``,
     ``w2[E, F, D]``, ``w3[E, D, F]`` or None. Returns ``y[T, D]`` in ``x``'s dtype. Weights in another
     dtype are cast to ``x``'s (so bf16 activations can use fp32 master weights); matmuls accumulate in fp32.
+    ``weights=None`` returns the unweighted per-slot outputs ``y[T, k, D]`` instead (zeros in empty slots), for
+    losses on individual experts (expert-specific losses, PMOE); ``weighted_sum`` then gives the combination.
     """
     _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
     dtype = x_TD.dtype
     w1_EDF, w2_EFD = w1_EDF.to(dtype), w2_EFD.to(dtype)
     w3_EDF = w3_EDF.to(dtype) if w3_EDF is not None else None
     ids_TK = ids_TK.long()
-    weights_TK = weights_TK.masked_fill(ids_TK < 0, 0.0)  # an empty slot's weight is ignored, even inf/NaN
+    if weights_TK is not None:
+        weights_TK = weights_TK.masked_fill(ids_TK < 0, 0.0)  # an empty slot's weight is ignored, even inf/NaN
     chosen = resolve_backend(backend, x_TD, w1_EDF, w3_EDF)
     return chosen.fn(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
 

@@ -25,6 +25,8 @@ class SortedSlots:
     token_idx_N: torch.Tensor
     counts_E: torch.Tensor
     offsets_E: torch.Tensor
+    num_tokens: int
+    k: int
 
     @property
     def num_rows(self) -> int:
@@ -41,17 +43,28 @@ def sort_slots(ids_TK: torch.Tensor, num_experts: int) -> SortedSlots:
     offsets_E = torch.cumsum(counts_E, 0).to(torch.int32)
     num_valid = int(offsets_E[-1]) if num_experts > 0 else 0
     slot_idx_N = order[:num_valid]
-    return SortedSlots(slot_idx_N, torch.div(slot_idx_N, k, rounding_mode="floor"), counts_E, offsets_E)
+    token_idx_N = torch.div(slot_idx_N, k, rounding_mode="floor")
+    return SortedSlots(slot_idx_N, token_idx_N, counts_E, offsets_E, ids_TK.shape[0], k)
 
 
-def combine(y_ND: torch.Tensor, slots: SortedSlots, weights_TK: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+def combine(
+    y_ND: torch.Tensor, slots: SortedSlots, weights_TK: torch.Tensor | None, out_dtype: torch.dtype
+) -> torch.Tensor:
     """Scatter expert outputs back to their slots and take the weighted sum over k, in fp32.
 
     Each slot receives at most one row, so the scatter has no write conflicts, and the sum over k is an ordinary
-    reduction over a ``(T, k, D)`` view: bitwise deterministic, no atomics.
+    reduction over a ``(T, k, D)`` view: bitwise deterministic, no atomics. With ``weights_TK=None`` the
+    per-slot outputs ``[T, k, D]`` are returned unweighted (zeros in empty slots).
     """
-    T, k = weights_TK.shape
+    T, k = slots.num_tokens, slots.k
     y_SD = y_ND.new_zeros(T * k, y_ND.shape[1]).index_copy(0, slots.slot_idx_N, y_ND)
-    y_TKD = y_SD.view(T, k, y_ND.shape[1]).float()
+    y_TKD = y_SD.view(T, k, y_ND.shape[1])
+    if weights_TK is None:
+        return y_TKD.to(out_dtype)
+    return weighted_sum(y_TKD, weights_TK, out_dtype)
+
+
+def weighted_sum(y_TKD: torch.Tensor, weights_TK: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """``y[t] = Σ_s weights[t, s] · y[t, s]`` in fp32, deterministic."""
     # a batched [1, k] × [k, D] product per token: ~10× faster than the equivalent einsum on the CPU
-    return torch.bmm(weights_TK.float().unsqueeze(1), y_TKD).squeeze(1).to(out_dtype)
+    return torch.bmm(weights_TK.float().unsqueeze(1), y_TKD.float()).squeeze(1).to(out_dtype)

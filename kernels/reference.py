@@ -21,19 +21,25 @@ def reference_moe_ffn(
     w3_EDF: torch.Tensor | None,
     activation: str,
 ) -> torch.Tensor:
-    """``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``, skipping slots whose id is −1."""
+    """``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``, skipping slots whose id is −1.
+
+    With ``weights_TK=None``: the unweighted per-slot outputs ``y[t, s] = expert_{ids[t, s]}(x[t])``.
+    """
+    T, D = x_TD.shape
+    k = ids_TK.shape[1]
     rows = []
-    for t in range(x_TD.shape[0]):
+    for t in range(T):
         x_D = x_TD[t].float()
-        y_D = x_D * 0.0  # zeros that keep the graph to x, so rows with no routed work still backpropagate
-        for s in range(ids_TK.shape[1]):
+        slots = []
+        for s in range(k):
             e = int(ids_TK[t, s])
-            if e < 0:
-                continue
-            h_F = x_D @ w1_EDF[e].float()
-            g_F = x_D @ w3_EDF[e].float() if w3_EDF is not None else None
-            y_D = y_D + weights_TK[t, s].float() * (apply_activation(h_F, activation, g_F) @ w2_EFD[e].float())
-        rows.append(y_D)
+            y_D = x_D * 0.0  # zeros that keep the graph to x, so empty slots still backpropagate
+            if e >= 0:
+                h_F = x_D @ w1_EDF[e].float()
+                g_F = x_D @ w3_EDF[e].float() if w3_EDF is not None else None
+                y_D = apply_activation(h_F, activation, g_F) @ w2_EFD[e].float()
+            slots.append(y_D if weights_TK is None else weights_TK[t, s].float() * y_D)
+        rows.append(torch.stack(slots) if weights_TK is None else sum(slots, x_D * 0.0))
     if not rows:
-        return x_TD.new_zeros(x_TD.shape)
+        return x_TD.new_zeros((T, k, D) if weights_TK is None else (T, D))
     return torch.stack(rows).to(x_TD.dtype)

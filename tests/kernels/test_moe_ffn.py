@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo.kernels as K
 from zoo.errors import ZooValueError
-from zoo.kernels import backends, moe_ffn, register_backend, resolve_backend
+from zoo.kernels import backends, moe_ffn, register_backend, resolve_backend, weighted_sum
 from zoo.kernels.dispatch import combine, sort_slots
 
 f32, bf16 = torch.float32, torch.bfloat16
@@ -676,3 +676,38 @@ def test_reference_backpropagates_rows_without_work():
     inputs, grad = make_inputs(4, 16, 32, 4, 2, "gelu", ids=torch.full((4, 2), -1))
     _, grads = run(inputs, "reference", grad)
     assert torch.all(grads["x"] == 0)
+
+
+# --------------------------------------------------------------------------------------- per-slot outputs
+
+
+@pytest.mark.parametrize("backend", ["reference", *BACKENDS])
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_per_slot_outputs_match_reference_and_combine(backend, activation):
+    """``weights=None`` returns unweighted slot outputs; weighted_sum of them equals the fused combine."""
+    inputs, _ = make_inputs(21, 32, 48, 6, 3, activation, p_empty=0.3, seed=7)
+    args = (inputs["w1"], inputs["w2"], inputs["w3"])
+    x = inputs["x"].clone().requires_grad_()
+    w1 = inputs["w1"].clone().requires_grad_()
+    slots = run_or_skip_slots(x, inputs["ids"], w1, *args[1:], activation, backend)
+    with _one_thread():
+        x_ref = inputs["x"].clone().requires_grad_()
+        w1_ref = inputs["w1"].clone().requires_grad_()
+        ref = moe_ffn(x_ref, inputs["ids"], None, w1_ref, *args[1:], activation=activation, backend="reference")
+    assert slots.shape == (21, 3, 32)
+    assert torch.all(slots[inputs["ids"] < 0] == 0)
+    assert_close(slots.detach(), ref.detach(), f32, "slots")
+    fused = moe_ffn(inputs["x"], inputs["ids"], inputs["weights"], *args, activation=activation, backend=backend)
+    assert_close(weighted_sum(slots.detach(), inputs["weights"], f32), fused, f32, "combine")
+    g = torch.randn_like(ref)
+    slots.backward(g)
+    ref.backward(g)
+    assert_close(x.grad, x_ref.grad, f32, "dx")
+    assert_close(w1.grad, w1_ref.grad, f32, "dw1")
+
+
+def run_or_skip_slots(x, ids, w1, w2, w3, activation, backend):
+    try:
+        return moe_ffn(x, ids, None, w1, w2, w3, activation=activation, backend=backend)
+    except ZooValueError as err:
+        pytest.skip(f"{backend} declined: {err}")

@@ -399,3 +399,25 @@ def test_collect_and_total_aux_loss():
 def test_loss_coefficients_are_refused_for_the_unlearned_hash_router(field):
     with pytest.raises(ZooValueError, match=f"moe.{field}=.*no learned gate"):
         MoELayer.from_config(MoEConfig(num_experts=4, k=1, d_hidden=8, router="hash", **{field: 0.01}), 8)
+
+
+@pytest.mark.parametrize("router", ["soft", "top_k", "top_p"])
+def test_expert_outputs_are_the_slots_that_y_combines(router):
+    """``expert_outputs=True`` returns each routed FFN slot's output; y is unchanged and their weighted sum."""
+    torch.manual_seed(3)
+    layer = MoELayer.from_config(MoEConfig(num_experts=4, k=2, d_hidden=8, router=router, num_copy=1), D).eval()
+    x = torch.randn(3, 4, D)
+    plain = layer(x)
+    out = layer(x, expert_outputs=True)
+    torch.testing.assert_close(out.y, plain.y)
+    ids = out.routing.ids.view(3, 4, -1)
+    assert out.expert_outputs.shape == (*ids.shape, D)
+    bank = layer.experts
+    for b in range(3):
+        for t in range(4):
+            for s, e in enumerate(ids[b, t].tolist()):
+                if e < 0 or e >= bank.num_experts:  # empty or special (copy) slot
+                    assert torch.all(out.expert_outputs[b, t, s] == 0)
+                else:
+                    expected = ffn_ref(x[b, t], bank.w1[e], bank.w2[e], None, bank.activation)
+                    torch.testing.assert_close(out.expert_outputs[b, t, s], expected, rtol=1e-5, atol=1e-6)

@@ -27,13 +27,14 @@ from zoo.kernels.dispatch import combine, sort_slots
 class Experts(nn.Module, abc.ABC):
     """Interface of a routed expert bank: ``forward(x[T, D], ids[T, k], weights[T, k]) → y[T, D_out]``.
 
-    ``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``; slots with id −1 contribute nothing.
+    ``y[t] = Σ_s weights[t, s] · expert_{ids[t, s]}(x[t])``; slots with id −1 contribute nothing. With
+    ``weights=None`` it returns the unweighted per-slot outputs ``[T, k, D_out]`` (zeros in empty slots).
     """
 
     num_experts: int
 
     @abc.abstractmethod
-    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor | None) -> torch.Tensor:
         """Weighted sum of the routed experts' outputs per token."""
 
 
@@ -66,7 +67,7 @@ class FFNExperts(Experts):
         self.w2 = nn.Parameter(_uniform_(torch.empty(num_experts, d_hidden, d_model), d_hidden))
         self.w3 = nn.Parameter(_uniform_(torch.empty(num_experts, d_model, d_hidden), d_model)) if activation in GATED else None
 
-    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor | None) -> torch.Tensor:
         return moe_ffn(x_TD, ids_TK, weights_TK, self.w1, self.w2, self.w3, self.activation, self.backend)
 
     def extra_repr(self) -> str:
@@ -85,7 +86,7 @@ class ModuleExperts(Experts):
         self.experts = nn.ModuleList(experts)
         self.num_experts = len(self.experts)
 
-    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor | None) -> torch.Tensor:
         if ids_TK.numel():
             lo, hi = int(ids_TK.min()), int(ids_TK.max())
             check_arg(lo >= -1 and hi < self.num_experts, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {self.num_experts}) or -1")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooValueError, check_arg
+from zoo.kernels import weighted_sum
 
 from .experts import Experts, FFNExperts, SharedExperts, SpecialExperts
 from .routing import ROUTERS, Router, Routing
@@ -25,12 +26,18 @@ from .stats import ExpertStats, routing_stats
 
 @dataclass
 class MoEOutput:
-    """A layer's output ``y`` (same shape as its input), its weighted aux losses and its routing statistics."""
+    """A layer's output ``y`` (same shape as its input), its weighted aux losses and its routing statistics.
+
+    ``expert_outputs`` (only when asked for) are the routed FFN experts' unweighted outputs per slot,
+    ``[..., k, D]``, aligned with ``routing.ids``/``routing.weights`` and zero in empty or special slots; ``y`` is
+    their weighted sum plus the special and shared experts. Losses on individual experts use them.
+    """
 
     y: torch.Tensor
     aux: dict[str, torch.Tensor]
     stats: ExpertStats
     routing: Routing
+    expert_outputs: torch.Tensor | None = None
 
 
 @dataclass
@@ -141,7 +148,9 @@ class MoELayer(nn.Module):
         shared = SharedExperts(d_model, cfg.d_hidden, cfg.num_shared, cfg.activation, cfg.shared_gated) if cfg.num_shared else None
         return cls(router, experts, special, shared)
 
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor | None = None) -> MoEOutput:
+    def forward(
+        self, x: torch.Tensor, token_ids: torch.Tensor | None = None, *, expert_outputs: bool = False
+    ) -> MoEOutput:
         check_arg(x.dim() >= 1 and x.shape[-1] == self.d_model, "x.shape", tuple(x.shape), f"[..., {self.d_model}]")
         check_arg(x.is_floating_point(), "x.dtype", x.dtype, "a floating dtype")
         x_TD = x.reshape(-1, self.d_model)
@@ -151,12 +160,20 @@ class MoELayer(nn.Module):
         y_TD = None
         if self.special is not None:
             y_TD, ffn_ids, ffn_weights = self.special(x_TD, ffn_ids, ffn_weights)
-        y_ffn = self.experts(x_TD, ffn_ids, ffn_weights)
+        slots_TKD = None
+        if expert_outputs:
+            slots_TKD = self.experts(x_TD, ffn_ids, None)  # computed once; combined below like the fused path
+            y_ffn = weighted_sum(slots_TKD, ffn_weights, slots_TKD.dtype)
+        else:
+            y_ffn = self.experts(x_TD, ffn_ids, ffn_weights)
         y_TD = y_ffn if y_TD is None else y_TD + y_ffn
         if self.shared is not None:
             y_TD = y_TD + self.shared(x_TD)
         stats = routing_stats(routing.ids, routing.logits, ffn_ids, self.experts.num_experts, routing.drop_rate)
-        return MoEOutput(y_TD.reshape(*x.shape[:-1], y_TD.shape[-1]), dict(routing.aux), stats, routing)
+        lead = x.shape[:-1]
+        if slots_TKD is not None:
+            slots_TKD = slots_TKD.reshape(*lead, *slots_TKD.shape[1:])
+        return MoEOutput(y_TD.reshape(*lead, y_TD.shape[-1]), dict(routing.aux), stats, routing, slots_TKD)
 
 
 def total_aux_loss(aux: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
