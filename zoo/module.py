@@ -32,11 +32,15 @@ SCHEDULERS = ("none", "cosine", "linear")
 
 @dataclass
 class ModelOutput:
-    """What an MoE task model returns: its prediction plus the aux losses and stats of its MoE layers."""
+    """What an MoE task model returns: its prediction plus the aux losses and stats of its MoE layers.
+
+    ``extras`` carries task-specific tensors a loss needs (e.g. per-expert forecasts and their gates).
+    """
 
     pred: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, ExpertStats] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

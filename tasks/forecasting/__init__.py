@@ -38,9 +38,25 @@ def build_module(cfg: ForecastingConfig, dm: ForecastDataModule) -> ForecastModu
     if m.arch == "seasonal_naive":
         model: Any = SeasonalNaive(dm.horizon, dm.seasonality)
     else:
-        model = MoEForecaster(dm.lookback, dm.horizon, m.d_model, cfg.moe, num_layers=m.num_layers, dense=m.arch == "dense")
+        model = MoEForecaster(
+            dm.lookback,
+            dm.horizon,
+            m.d_model,
+            cfg.moe,
+            num_layers=m.num_layers,
+            dense=m.arch == "dense",
+            expert_forecasts=m.expert_loss != "none",
+        )
     metrics = MetricCollection({"smape": SMAPE(), "mase": MASE()})
-    return ForecastModule(model, m.loss, cfg.optim, metrics)
+    return ForecastModule(
+        model,
+        m.loss,
+        cfg.optim,
+        metrics,
+        expert_loss=m.expert_loss,
+        expert_loss_weight=m.expert_loss_weight,
+        expert_loss_tau=m.expert_loss_tau,
+    )
 
 
 TASK = TaskSpec(

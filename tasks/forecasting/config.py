@@ -11,6 +11,7 @@ from zoo.moe import MoEConfig
 
 ARCHS = ("moe", "dense", "seasonal_naive")
 LOSSES = ("mae", "mse")
+EXPERT_LOSSES = ("none", "gate", "uniform", "best")
 
 
 @dataclass
@@ -33,16 +34,23 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """``arch``: ``moe`` (zoo.moe layers), ``dense`` (the twin with equal active parameters) or
-    ``seasonal_naive`` (no training)."""
+    ``seasonal_naive`` (no training). ``expert_loss``: ``none`` or an expert-specific loss variant
+    (``gate``, ``uniform``, ``best``; see ``model.expert_loss``) weighted by ``expert_loss_weight`` (λ)."""
 
     arch: str = "moe"
     d_model: int = 64
     num_layers: int = 1
     loss: str = "mae"
+    expert_loss: str = "none"
+    expert_loss_weight: float = 1.0
+    expert_loss_tau: float = 0.1
 
     def __post_init__(self) -> None:
         check_arg(self.arch in ARCHS, "model.arch", self.arch, ARCHS)
         check_arg(self.loss in LOSSES, "model.loss", self.loss, LOSSES)
+        check_arg(self.expert_loss in EXPERT_LOSSES, "model.expert_loss", self.expert_loss, EXPERT_LOSSES)
+        check_arg(self.expert_loss_weight >= 0, "model.expert_loss_weight", self.expert_loss_weight, ">= 0")
+        check_arg(self.expert_loss_tau > 0, "model.expert_loss_tau", self.expert_loss_tau, "> 0")
         check_arg(self.d_model > 0, "model.d_model", self.d_model, "a positive int")
         check_arg(self.num_layers > 0, "model.num_layers", self.num_layers, "a positive int")
 

@@ -19,12 +19,26 @@ from zoo.moe import MoEConfig, MoELayer, collect
 class MoEForecaster(nn.Module):
     """``lags → Linear(L, d) → [x + MoE(LayerNorm(x))] × layers → Linear(d, H)``.
 
-    With ``moe=None`` each block is a dense FFN of width ``k · d_hidden`` instead: the dense twin, with the same
+    With ``dense`` each block is a dense FFN of width ``k · d_hidden`` instead: the dense twin, with the same
     active parameters per forecast as the MoE (``k`` experts of width ``d_hidden`` run per token).
+
+    With ``expert_forecasts`` the last MoE layer also yields each routed expert's own forecast
+    ``ŷ_e = head(h + f_e(LayerNorm(h)))`` (``extras["expert_pred"]`` ``[B, k, H]``, with ``extras["gate"]``
+    ``[B, k]`` and ``extras["expert_mask"]``) for expert-specific losses. The head is linear and shared, so
+    when the gate weights sum to 1 (a softmax gate over FFN experts) the combined forecast is exactly
+    ``Σ_e g_e ŷ_e``.
     """
 
     def __init__(
-        self, lookback: int, horizon: int, d_model: int, moe: MoEConfig, *, num_layers: int = 1, dense: bool = False
+        self,
+        lookback: int,
+        horizon: int,
+        d_model: int,
+        moe: MoEConfig,
+        *,
+        num_layers: int = 1,
+        dense: bool = False,
+        expert_forecasts: bool = False,
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(lookback, d_model)
@@ -38,19 +52,30 @@ class MoEForecaster(nn.Module):
             self.blocks = nn.ModuleList(MoELayer.from_config(moe, d_model) for _ in range(num_layers))
         self.head = nn.Linear(d_model, horizon)
         self.dense = dense
+        self.expert_forecasts = expert_forecasts and not dense
 
     def forward(self, x_BL: torch.Tensor) -> ModelOutput:
         h = self.embed(x_BL)
         outputs = {}
+        extras = {}
+        last = len(self.blocks) - 1
         for i, (norm, block) in enumerate(zip(self.norms, self.blocks)):
             if self.dense:
                 h = h + block(norm(h))
-            else:
-                out = block(norm(h))
-                outputs[f"moe{i}"] = out
-                h = h + out.y
+                continue
+            want_experts = self.expert_forecasts and i == last
+            out = block(norm(h), expert_outputs=want_experts)
+            outputs[f"moe{i}"] = out
+            if want_experts:
+                ids = out.routing.ids
+                extras = {
+                    "expert_pred": self.head(h.unsqueeze(1) + out.expert_outputs),
+                    "gate": out.routing.weights,
+                    "expert_mask": (ids >= 0) & (ids < block.experts.num_experts),
+                }
+            h = h + out.y
         aux, stats = collect(outputs)
-        return ModelOutput(self.head(h), aux, stats)
+        return ModelOutput(self.head(h), aux, stats, extras)
 
 
 class SeasonalNaive(nn.Module):
@@ -67,24 +92,82 @@ class SeasonalNaive(nn.Module):
         return ModelOutput(season.repeat(1, reps)[:, : self.horizon])
 
 
-class ForecastModule(ZooModule):
-    """Trains on scaled windows; metrics see forecasts and targets back in the original scale."""
 
-    def __init__(self, model: nn.Module, loss: str = "mae", optim: OptimConfig | None = None, metrics: Any = None) -> None:
+
+def expert_loss(
+    expert_pred_BKH: torch.Tensor,
+    y_BH: torch.Tensor,
+    gate_BK: torch.Tensor,
+    mask_BK: torch.Tensor,
+    variant: str,
+    loss: str = "mae",
+    tau: float = 0.1,
+) -> torch.Tensor:
+    """Expert-specific loss L_exp of El Mahtout & Ziel (2026), variants from shared/docs/TASKS.md:
+
+    * ``uniform``: ``(1/K) Σ_k ℓ(ŷ_k, y)`` over the token's routed experts;
+    * ``gate`` (Jacobs et al. 1991): ``Σ_k g_k ℓ(ŷ_k, y) / Σ_k g_k``; its gradient also moves the gate towards
+      the experts that forecast this window best;
+    * ``best``: ``min_k ℓ(ŷ_k, y) + KL(softmax(−ℓ/τ) ‖ g)``: the best expert is trained on the window and
+      the gate learns to predict which expert that is (the target distribution is not differentiated).
+
+    ``ℓ`` is MAE or MSE per window (averaged over the horizon), on the scaled target like the base loss.
+    """
+    err = (expert_pred_BKH - y_BH.unsqueeze(1)).abs() if loss == "mae" else (expert_pred_BKH - y_BH.unsqueeze(1)) ** 2
+    per_expert = err.mean(-1)  # [B, K]
+    maskf = mask_BK.float()
+    if variant == "uniform":
+        return ((per_expert * maskf).sum(-1) / maskf.sum(-1).clamp_min(1)).mean()
+    if variant == "gate":
+        g = gate_BK * maskf
+        return ((g * per_expert).sum(-1) / g.sum(-1).clamp_min(1e-12)).mean()
+    masked = per_expert.masked_fill(~mask_BK, torch.inf)
+    best = masked.min(-1).values
+    target = torch.softmax(-masked.detach() / tau, dim=-1)
+    g = (gate_BK * maskf) / (gate_BK * maskf).sum(-1, keepdim=True).clamp_min(1e-12)
+    kl = (target * (torch.log(target.clamp_min(1e-12)) - torch.log(g.clamp_min(1e-12)))).sum(-1)
+    return (best + kl).mean()
+
+
+class ForecastModule(ZooModule):
+    """Trains on scaled windows; metrics see forecasts and targets back in the original scale.
+
+    Objective: ``ℓ(ŷ, y) + λ · L_exp`` (:func:`expert_loss`, off with ``expert_loss="none"``) ``+ Σ aux``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "mae",
+        optim: OptimConfig | None = None,
+        metrics: Any = None,
+        *,
+        expert_loss: str = "none",
+        expert_loss_weight: float = 1.0,
+        expert_loss_tau: float = 0.1,
+    ) -> None:
         super().__init__(model, optim=optim, metrics=metrics)
         self.loss_name = loss
+        self.expert_loss, self.expert_loss_weight, self.expert_loss_tau = expert_loss, expert_loss_weight, expert_loss_tau
 
     def step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         out = self.model(batch["x"])
         loss_fn = F.l1_loss if self.loss_name == "mae" else F.mse_loss
         loss = loss_fn(out.pred, batch["y"])
+        aux = dict(out.aux)
+        if self.expert_loss != "none" and "expert_pred" in out.extras:
+            e = out.extras
+            l_exp = expert_loss(
+                e["expert_pred"], batch["y"], e["gate"], e["expert_mask"], self.expert_loss, self.loss_name, self.expert_loss_tau
+            )
+            aux["expert_loss"] = self.expert_loss_weight * l_exp
         scale = batch["scale"][:, None]
         metric_kwargs = {k: batch[k] for k in ("series", "mase_scale") if k in batch}
         return StepOutput(
             loss,
             (out.pred.detach() * scale).float(),
             (batch["y"] * scale).float(),
-            out.aux,
+            aux,
             out.stats,
             batch_size=batch["x"].shape[0],
             metric_kwargs=metric_kwargs,
