@@ -211,3 +211,28 @@ class MASE(PerSeriesMetric):
         else:
             scale = mase_scale.reshape(-1)
         self._append((p - t).abs().mean(dim=1) / scale.to(p.device, torch.float64), series)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# M4 overall weighted average
+
+
+def owa(smape_model: float, mase_model: float, smape_naive2: float, mase_naive2: float) -> float:
+    """M4 Overall Weighted Average: ``0.5 · (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2)``.
+
+    As in the M4 Competitor's Guide (M4 Team, 2018) and Makridakis et al. (2020, IJF 36(1)), the four inputs are
+    dataset-level values, each the mean over all series of the per-series sMAPE or MASE, of the model and of the
+    Naïve 2 benchmark (``zoo.tasks.forecasting.baselines.naive2``) on the same series; the ratio is taken of the
+    means, not averaged per series. 1.0 = as accurate as Naïve 2, lower is better.
+
+    Raises ZooValueError when a Naïve 2 value is not a positive finite number (the ratio is then undefined) or a
+    model value is not finite.
+    """
+    vals = {"smape_model": smape_model, "mase_model": mase_model, "smape_naive2": smape_naive2,
+            "mase_naive2": mase_naive2}
+    for name, v in vals.items():
+        check_arg(isinstance(v, int | float | np.floating | np.integer) and bool(np.isfinite(float(v))), name, v,
+                  "a finite number")
+    check_arg(float(smape_naive2) > 0.0, "smape_naive2", smape_naive2, "a positive number")
+    check_arg(float(mase_naive2) > 0.0, "mase_naive2", mase_naive2, "a positive number")
+    return 0.5 * (float(smape_model) / float(smape_naive2) + float(mase_model) / float(mase_naive2))
