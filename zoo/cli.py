@@ -263,6 +263,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from zoo import api, hub
+    from zoo.moe import count_params
     from zoo.config import config_sha256, from_dict, to_dict
 
     for flag in ("task", "run", "arch", "tag"):
@@ -280,7 +281,7 @@ def _publish(args: argparse.Namespace) -> int:
         loaded.module.load_state_dict(hub.load_checkpoint(ckpt)["state_dict"])
     model = loaded.module.model
     state = model.state_dict()
-    total, active = params_total_active(model)
+    total, active = count_params(model)
     artifact = hub.publish(
         state,
         to_dict(cfg),
@@ -293,20 +294,6 @@ def _publish(args: argparse.Namespace) -> int:
     hub.add_entry(api.manifest_path(spec.name), entry)
     print(f"published {entry.id} → {artifact.weights_path}")
     return 0
-
-
-def params_total_active(model: Any) -> tuple[int, int]:
-    """Parameter count, and how many are active per token (an MoE layer runs k of its E FFN experts)."""
-    from zoo.moe import FFNExperts, MoELayer
-
-    total = sum(p.numel() for p in model.parameters())
-    inactive = 0
-    for m in model.modules():
-        if isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts):
-            per_expert = sum(p.numel() for p in m.experts.parameters()) // m.experts.num_experts
-            k = getattr(m.router, "k", m.experts.num_experts)
-            inactive += per_expert * max(0, m.experts.num_experts - k)
-    return total, total - inactive
 
 
 # ---------------------------------------------------------------------------------------------- boards

@@ -125,7 +125,7 @@ def state_dict_sha256(model: Any) -> str:
 def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bool = False) -> dict[str, Any]:
     """Train and test one row with one seed; return its results record (nothing is written but the run dir)."""
     from zoo.api import load_task
-    from zoo.cli import params_total_active
+    from zoo.moe import count_params
     from zoo.task import fit_and_test, make_run_dir, provenance, write_run_files
 
     task = load_task(spec.task)
@@ -134,9 +134,10 @@ def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bo
     run_dir = make_run_dir(spec.task, row.recipe, seed)
     write_run_files(run_dir, cfg, {"board": spec.name, "row": row.name, "tier": tier})
     start = time.perf_counter()
-    result = _fit_with_model(task, cfg, run_dir, progress, fit_and_test)
+    result = fit_and_test(task, cfg, run_dir, progress=progress)
     wall = time.perf_counter() - start
-    total, active = params_total_active(result["model"])
+    model = result.module.model
+    total, active = count_params(model)
     command = f"zoo leaderboard reproduce {spec.name} --tier {tier} --rows {row.name} --seeds {seed}"
     return {
         "board": spec.name,
@@ -144,10 +145,10 @@ def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bo
         "tier": tier,
         "seed": seed,
         "recipe": row.recipe,
-        "metrics": result["metrics"],
+        "metrics": result.metrics,
         "params_total": total,
         "params_active": active,
-        "weights_sha256": state_dict_sha256(result["model"]),
+        "weights_sha256": state_dict_sha256(model),
         "config_sha256": config_sha256(cfg),
         "wall_seconds": round(wall, 2),
         "run_dir": str(run_dir),
@@ -169,22 +170,6 @@ def reproduce(
             atomic_write_text(path, json.dumps(record, indent=1))
             written.append(path)
     return written
-
-
-def _fit_with_model(task: Any, cfg: Any, run_dir: Path, progress: bool, fit_and_test: Any) -> dict[str, Any]:
-    """``fit_and_test`` keeping a handle on the trained network (for its hash and parameter counts)."""
-    captured: dict[str, Any] = {}
-    original = task.build_module
-
-    def build_and_capture(c: Any, dm: Any) -> Any:
-        module = original(c, dm)
-        captured["model"] = module.model
-        return module
-
-    from dataclasses import replace
-
-    result = fit_and_test(replace(task, build_module=build_and_capture), cfg, run_dir, progress=progress)
-    return {"metrics": result.metrics, "model": captured["model"]}
 
 
 def load_results(board: str, tier: str) -> dict[str, list[dict[str, Any]]]:

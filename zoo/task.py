@@ -83,6 +83,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, float]
     seconds: float
+    module: L.LightningModule
 
 
 def git_commit() -> str | None:
@@ -187,7 +188,7 @@ def fit_and_test(
     metrics = run_test_loop(trainer, module, datamodule)
     result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
-    return RunResult(run_dir, metrics, train_seconds)
+    return RunResult(run_dir, metrics, train_seconds, module)
 
 
 def run_test_loop(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:

@@ -5,7 +5,17 @@ routing, dispatch or balancing.
 """
 
 from .experts import Experts, FFNExperts, ModuleExperts, SharedExperts, SpecialExperts
-from .layer import MoEConfig, MoELayer, MoEOutput, build_router, collect, on_optimizer_step, routers, total_aux_loss
+from .layer import (
+    MoEConfig,
+    MoELayer,
+    MoEOutput,
+    build_router,
+    collect,
+    count_params,
+    on_optimizer_step,
+    routers,
+    total_aux_loss,
+)
 from .losses import importance_loss, load_balance_loss, router_z_loss, routing_entropy
 from .routing import (
     ROUTERS,
@@ -45,6 +55,7 @@ __all__ = [
     "TopPRouter",
     "build_router",
     "collect",
+    "count_params",
     "importance_loss",
     "load_balance_loss",
     "on_optimizer_step",

@@ -201,3 +201,16 @@ def on_optimizer_step(module: nn.Module, step: int) -> None:
     """
     for router in routers(module):
         router.on_optimizer_step(step)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """Parameters in total, and active per token: an MoE layer runs k of its E FFN experts (all of them for
+    routers without a fixed k, such as soft gates)."""
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    for m in model.modules():
+        if isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts):
+            per_expert = sum(p.numel() for p in m.experts.parameters()) // m.experts.num_experts
+            k = getattr(m.router, "k", m.experts.num_experts)
+            inactive += per_expert * max(0, m.experts.num_experts - k)
+    return total, total - inactive
