@@ -58,22 +58,22 @@ class _Mirror:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def mirror(tmp_path):
-    root = tmp_path / "mirror"
+def _serve(tmp_path, name):
+    root = tmp_path / name
     root.mkdir()
     m = _Mirror(root)
     yield m
     m.close()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    yield from _serve(tmp_path, "mirror")
 
 
 @pytest.fixture
 def mirror2(tmp_path):
-    root = tmp_path / "mirror2"
-    root.mkdir()
-    m = _Mirror(root)
-    yield m
-    m.close()
+    yield from _serve(tmp_path, "mirror2")
 
 
 def _state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
