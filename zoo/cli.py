@@ -192,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo import api, hub
     from zoo.config import from_dict
     from zoo.io import atomic_write_text
-    from zoo.task import build_trainer, provenance, run_test_loop
+    from zoo.task import build_trainer, provenance
 
     _quiet_lightning()
     spec = api.load_task(args.task)
@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(loaded.config, Path(tmp), progress=False)
-        metrics = run_test_loop(trainer, loaded.module, loaded.datamodule)
+        metrics = spec.test(loaded.config, trainer, loaded.module, loaded.datamodule)
     if args.results_out:
         atomic_write_text(args.results_out, json.dumps({"source": source, "metrics": metrics, **provenance()}, indent=1))
     rows = [[k, _fmt(v)] for k, v in sorted(metrics.items())]
@@ -230,9 +230,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if spec.predict is None:
         raise ZooValueError(f"task {spec.name!r} has no predict yet")
     loaded = api.load_weights(args.weights)
-    rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot)
+    # Task-specific options go through only when given, so a task without them keeps its own defaults.
+    options = {k: v for k, v in (("fill", args.fill), ("levels", args.level)) if v is not None}
+    rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot, **options)
     columns = list(rows[0]) if rows else []
-    _emit(args, rows, f"{spec.name}: {args.weights}", columns, [[_fmt(v) if isinstance(v, float) else v for v in r.values()] for r in rows])
+    cells = [[_fmt(v) if isinstance(v, float) else "" if v is None else v for v in r.values()] for r in rows]
+    _emit(args, rows, f"{spec.name}: {args.weights}", columns, cells)
     for label, path in (("wrote", args.out), ("plot", args.plot)):
         if path:
             print(f"{label} {path}", file=sys.stderr)
@@ -319,7 +322,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                 print(f"wrote {path}")
         return 0
     for board in boards:
-        leaderboard.check_tier(board, args.tier)
+        leaderboard.check_tier(board, args.tier, seeds=args.seeds)
         print(f"{board} {args.tier}: within tolerance")
     return 0
 
@@ -381,11 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = add("predict", cmd_predict, "predict with published weights on your own input")
     pr.add_argument("task")
-    pr.add_argument("input", metavar="INPUT", help="forecasting: CSV with columns id,value (time order)")
+    pr.add_argument("input", metavar="INPUT", help="forecasting: a CSV, long (id,timestamp,value; id and timestamp "
+                    "optional) or wide (timestamp column + one column per series)")
     pr.add_argument("--weights", required=True, metavar="ID|PATH")
     pr.add_argument("--horizon", type=int, help="forecasting: steps ahead (default: the trained horizon)")
-    pr.add_argument("--out", metavar="FILE", help="write predictions as CSV")
-    pr.add_argument("--plot", metavar="PNG", help="write a plot of history and forecast")
+    pr.add_argument("--out", metavar="FILE", help="write predictions as CSV (forecasting: "
+                    "id,step,timestamp,forecast,lo80,hi80,lo95,hi95)")
+    pr.add_argument("--plot", metavar="PNG", help="write a plot of history and forecast (forecasting: fan charts)")
+    pr.add_argument("--fill", metavar="POLICY", help="forecasting: missing values and gaps: error (default), "
+                    "interpolate or ffill")
+    pr.add_argument("--level", nargs="+", type=float, metavar="PCT", help="forecasting: empirical interval levels "
+                    "in percent (default 80 95)")
     pr.add_argument("--json", action="store_true")
 
     w = add("weights", cmd_weights, "published weights: list, path, verify, fetch, publish")
@@ -406,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--all", action="store_true", help="every board in leaderboards/")
     lb.add_argument("--tier", default="smoke", choices=["smoke", "full"], help="default smoke")
     lb.add_argument("--rows", nargs="+", help="reproduce: only these rows")
-    lb.add_argument("--seeds", nargs="+", type=int, help="reproduce: only these seeds")
+    lb.add_argument("--seeds", nargs="+", type=int, help="reproduce, check: only these seeds")
     lb.add_argument("--check", action="store_true", help="render: exit 6 if committed tables differ")
     lb.add_argument("--no-progress", action="store_true")
     lb.add_argument("--json", action="store_true")

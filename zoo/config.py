@@ -19,6 +19,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,8 +232,13 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     smoke: bool = False,
+    layers: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[C, dict[str, Any]]:
-    """Apply the precedence chain and validate; returns the config and the recipe's smoke overrides."""
+    """Apply the precedence chain and validate; returns the config and the recipe's smoke overrides.
+
+    ``layers`` are dotted-key mappings (``{"data.source": "tourism"}``) applied in order after ``config_file``
+    and before the smoke overrides: a leaderboard puts a recipe on its dataset this way.
+    """
     data: dict[str, Any] = load_recipe(task, recipe) if recipe else {}
     # Start from the task's defaults so a partial section (``--set moe.router=top_p``) keeps the rest of it.
     data = deep_merge(to_dict(cls()), data)
@@ -243,6 +249,8 @@ def resolve_config(
         raise ZooValueError(f"recipe {recipe!r}: smoke: must map dotted keys to values")
     data.pop("description", None)
     data.pop("base", None)
+    for layer in layers:
+        data = apply_overrides(data, dict(layer))
     if smoke:
         data = apply_overrides(data, smoke_overrides)
     data = apply_overrides(data, dict(parse_override(o) for o in overrides))

@@ -48,10 +48,25 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class RowSpec:
+    """A row: a recipe, plus ``config`` (dotted keys) applied over it and over the board's ``config``.
+    ``seeds`` overrides the board's seeds (one seed for deterministic rows such as statistical baselines)."""
+
     name: str
     recipe: str
     weights: str | None = None
     claimed: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A ratio printed under each tier's table: mean ``metric`` of ``numerator`` over that of ``denominator``."""
+
+    label: str
+    metric: str
+    numerator: str
+    denominator: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class BoardSpec:
     seeds: tuple[int, ...]
     rows: tuple[RowSpec, ...]
     claimed_source: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    comparisons: tuple[Comparison, ...] = ()
 
     def row(self, name: str) -> RowSpec:
         for row in self.rows:
@@ -84,7 +101,7 @@ def load_spec(name: str) -> BoardSpec:
     data = read_yaml(path)
     try:
         metrics = tuple(MetricSpec(**m) for m in data["metrics"])
-        rows = tuple(RowSpec(**r) for r in data["rows"])
+        rows = tuple(RowSpec(**{**r, "seeds": tuple(r["seeds"]) if "seeds" in r else None}) for r in data["rows"])
         spec = BoardSpec(
             name=name,
             task=data["task"],
@@ -94,6 +111,8 @@ def load_spec(name: str) -> BoardSpec:
             seeds=tuple(data.get("seeds", [0])),
             rows=rows,
             claimed_source=data.get("claimed_source"),
+            config=dict(data.get("config") or {}),
+            comparisons=tuple(Comparison(**c) for c in data.get("comparisons") or ()),
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
@@ -101,6 +120,9 @@ def load_spec(name: str) -> BoardSpec:
         check_arg(m.better in ("lower", "higher"), f"{path.name}: metrics.better", m.better, ["lower", "higher"])
     if len({r.name for r in rows}) != len(rows):
         raise ZooValueError(f"{path}: duplicate row names")
+    for c in spec.comparisons:
+        for row in (c.numerator, c.denominator):
+            spec.row(row)
     return spec
 
 
@@ -129,7 +151,8 @@ def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bo
     from zoo.task import fit_and_test, make_run_dir, provenance, write_run_files
 
     task = load_task(spec.task)
-    cfg, _ = resolve_config(task.config_cls, spec.task, row.recipe, smoke=tier == "smoke")
+    cfg, _ = resolve_config(task.config_cls, spec.task, row.recipe, smoke=tier == "smoke",
+                            layers=(spec.config, row.config))
     cfg.seed = seed
     run_dir = make_run_dir(spec.task, row.recipe, seed)
     write_run_files(run_dir, cfg, {"board": spec.name, "row": row.name, "tier": tier})
@@ -164,7 +187,8 @@ def reproduce(
     spec = load_spec(board)
     written = []
     for row in [spec.row(r) for r in rows] if rows else spec.rows:
-        for seed in seeds if seeds is not None else spec.seeds:
+        row_seeds = row.seeds if row.seeds is not None else spec.seeds
+        for seed in [s for s in seeds if s in row_seeds] if seeds is not None else row_seeds:
             record = run_row(spec, row, tier, seed, progress=progress)
             path = result_path(board, row.name, tier, seed)
             atomic_write_text(path, json.dumps(record, indent=1))
@@ -206,6 +230,7 @@ def render_board(spec: BoardSpec) -> str:
         if not results:
             continue
         lines += [f"## Tier `{tier}`", "", _table(spec, tier, results), ""]
+        lines += _comparisons(spec, results)
         lines.append(f"Reproduce: `zoo leaderboard reproduce {spec.name} --tier {tier}` then `zoo leaderboard render {spec.name}`.")
         lines.append("")
     if len(lines) == 6:
@@ -248,11 +273,27 @@ def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]])
         cells.append(f"{first['params_total']:,} ({first['params_active']:,})")
         wall = statistics.fmean(r["wall_seconds"] for r in records)
         cells.append(f"{wall:.1f}")
-        cells.append(f"`{row.recipe}`")
+        overrides = "".join(f" `{k}={v}`" for k, v in row.config.items())
+        cells.append(f"`{row.recipe}`{overrides}")
         if has_claimed:
             cells.append(", ".join(f"{k} {v}" for k, v in row.claimed.items()) or "—")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _comparisons(spec: BoardSpec, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per comparison whose two rows have results: the ratio of their means."""
+    lines = []
+    for c in spec.comparisons:
+        means = []
+        for row in (c.numerator, c.denominator):
+            values = [r["metrics"][c.metric] for r in results.get(row, []) if c.metric in r["metrics"]]
+            means.append(statistics.fmean(values) if values else None)
+        if None in means or means[1] == 0:
+            continue
+        lines.append(f"- {c.label}: **{means[0] / means[1]:.2f}×** (mean `{c.metric}` of `{c.numerator}` / "
+                     f"`{c.denominator}`)")
+    return [*lines, ""] if lines else []
 
 
 def _readme_with_block(readme: str, board: str, block: str) -> str:
@@ -292,10 +333,9 @@ def render(boards: list[str], check: bool = False) -> list[Path]:
     return stale
 
 
-def check_tier(board: str, tier: str = "smoke") -> None:
-    """Rerun every committed run of ``tier`` and compare its metrics with the committed ones (exit 5 if off).
-
-    The reruns are compared in memory; the committed results files are never touched.
+def check_tier(board: str, tier: str = "smoke", seeds: list[int] | None = None) -> None:
+    """Rerun every committed run of ``tier`` (only ``seeds``, if given) and compare its metrics with the committed
+    ones (exit 5 if off). The reruns are compared in memory; the committed results files are never touched.
     """
     check_arg(tier in TIERS, "--tier", tier, TIERS)
     spec = load_spec(board)
@@ -305,6 +345,8 @@ def check_tier(board: str, tier: str = "smoke") -> None:
     problems = []
     for row_name, records in committed.items():
         for record in records:
+            if seeds is not None and record["seed"] not in seeds:
+                continue
             fresh = run_row(spec, spec.row(row_name), tier, record["seed"])
             for m in spec.metrics:
                 old, new = record["metrics"].get(m.key), fresh["metrics"].get(m.key)

@@ -34,8 +34,10 @@ class TaskSpec:
 
     ``build_module(cfg, datamodule)`` gets the prepared datamodule so the model can size itself from the data
     (lookback, horizon, number of series). ``needs_fit(cfg)`` is False for models with nothing to train
-    (classical baselines): the flow goes straight to evaluation. ``predict(loaded, input, **options)`` serves
-    ``zoo predict`` and returns one dict per prediction.
+    (classical baselines): the flow goes straight to evaluation. ``evaluate(cfg, trainer, module, datamodule)``
+    replaces the plain test loop for tasks whose evaluation is more than one pass over a test set (rolling-origin
+    online forecasting, environment episodes) and returns the metrics. ``predict(loaded, input, **options)``
+    serves ``zoo predict`` and returns one dict per prediction.
     """
 
     name: str
@@ -46,6 +48,18 @@ class TaskSpec:
     needs_fit: Callable[[Any], bool] = lambda cfg: True
     predict: Callable[..., list[dict]] | None = None
     extras: tuple[str, ...] = ()
+    evaluate: Callable[[Any, L.Trainer, L.LightningModule, L.LightningDataModule], dict[str, float]] | None = None
+
+    def test(self, cfg: Any, trainer: L.Trainer, module: L.LightningModule,
+             datamodule: L.LightningDataModule) -> dict[str, float]:
+        """Metrics of a trained (or untrainable) module: the task's ``evaluate``, else the plain test loop."""
+        if self.evaluate is None:
+            return run_test_loop(trainer, module, datamodule)
+        metrics = self.evaluate(cfg, trainer, module, datamodule)
+        for logger in trainer.loggers:  # where the test loop would have logged them (metrics.csv)
+            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.save()
+        return metrics
 
 
 @dataclass
@@ -185,7 +199,7 @@ def fit_and_test(
     if spec.needs_fit(cfg):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     train_seconds = time.perf_counter() - start
-    metrics = run_test_loop(trainer, module, datamodule)
+    metrics = spec.test(cfg, trainer, module, datamodule)
     result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
     return RunResult(run_dir, metrics, train_seconds, module)

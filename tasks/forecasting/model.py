@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import check_arg
 from zoo.module import ModelOutput, OptimConfig, StepOutput, ZooModule
 from zoo.moe import MoEConfig, MoELayer, collect
+
+from .baselines import BASELINES, forecast_all
 
 
 class MoEForecaster(nn.Module):
@@ -90,6 +93,24 @@ class SeasonalNaive(nn.Module):
         season = x_BL[:, -m:]
         reps = -(-self.horizon // m)
         return ModelOutput(season.repeat(1, reps)[:, : self.horizon])
+
+
+class StatisticalForecaster(nn.Module):
+    """A classical baseline (``baselines.BASELINES``) behind the network interface; nothing to train.
+
+    Boards score it on each test window's whole history (``evaluation.baseline_forecasts``); called as a network
+    (``zoo predict``) it fits each row of lags on its own.
+    """
+
+    def __init__(self, method: str, horizon: int, seasonality: int) -> None:
+        super().__init__()
+        check_arg(method in BASELINES, "method", method, tuple(BASELINES))
+        self.method, self.horizon, self.m = method, horizon, max(1, seasonality)
+
+    def forward(self, x_BL: torch.Tensor) -> ModelOutput:
+        pred = forecast_all(list(x_BL.detach().double().cpu().numpy()), self.horizon, self.method, m=self.m,
+                            progress=False)
+        return ModelOutput(torch.as_tensor(pred, dtype=x_BL.dtype, device=x_BL.device))
 
 
 

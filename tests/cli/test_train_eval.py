@@ -136,7 +136,7 @@ def test_train_writes_the_run_dir(run):
     results = json.loads((run / "results.json").read_text())
     assert results["config_sha256"] == info["config_sha256"]
     metrics = results["metrics"]
-    assert {"test/smape", "test/mase", "test/loss"} <= set(metrics)
+    assert {"test/smape", "test/mase", "test/mase_median", "test/owa"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["test/smape"] <= 200 and metrics["test/mase"] > 0
 
@@ -223,7 +223,7 @@ def test_resume_continues_to_a_raised_max_epochs(env, capsys):
     uninterrupted = json.loads((straight / "results.json").read_text())["metrics"]
     for key in uninterrupted:
         assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-4), key
-    assert resumed["test/loss"] != after_one["test/loss"]  # the second epoch really trained
+    assert resumed["test/mase"] != after_one["test/mase"]  # the second epoch really trained
 
 
 def test_resume_keeps_the_training_log(run, env, capsys):
@@ -352,7 +352,7 @@ def test_list_info_and_config_show_json(env, capsys):
     assert code == 0
     info = json.loads(out)
     assert info["task"] == "forecasting"
-    assert info["config_sections"] == ["data", "model", "moe", "optim", "trainer", "seed"]
+    assert info["config_sections"] == ["data", "model", "moe", "optim", "trainer", "online", "seed"]
     assert info["recipes"] == sorted(p.stem for p in (repo_root() / "configs" / "forecasting").glob("*.yaml"))
     assert {"dense_m3-monthly", "moe_e8k2_m3-monthly", "snaive_m3-monthly"} <= set(info["recipes"])
     assert info["extras"] == ["forecasting"]
