@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -181,7 +182,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke, "command": args.command_line})
         ckpt = None
     print(f"run dir: {run_dir}", file=sys.stderr)
-    result = fit_and_test(spec, cfg, run_dir, resume=ckpt, progress=not args.no_progress)
+    try:
+        result = fit_and_test(spec, cfg, run_dir, resume=ckpt, progress=not args.no_progress)
+    except ZooError:
+        if ckpt is None and not (run_dir / "checkpoints").exists():  # a new run that never trained: no debris
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"removed {run_dir}: nothing was trained", file=sys.stderr)
+        raise
     rows = [[k, _fmt(v)] for k, v in sorted(result.metrics.items())]
     _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics", ["metric", "value"], rows)
     return 0

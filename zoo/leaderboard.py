@@ -2,7 +2,9 @@
 
 A board ``leaderboards/<board>.yaml`` names its task, protocol, metrics (key, display name, format, which
 direction is better, tolerance), seeds and rows (recipe, optional weights id, optional ``claimed`` paper numbers
-kept apart from reproduced ones). ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies
+kept apart from reproduced ones, optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted
+keys) puts every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes'
+own smoke overrides; ``comparisons`` print ratios of two rows' means under each table. ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies
 each recipe's smoke overrides, ``full`` runs the recipe as written) and writes
 ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``. ``render`` turns whatever results exist into
 ``leaderboards/<board>.md`` (mean ± std (n), best marked, params total/active, wall seconds of train + test per
@@ -80,6 +82,7 @@ class BoardSpec:
     rows: tuple[RowSpec, ...]
     claimed_source: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    smoke_config: dict[str, Any] = field(default_factory=dict)
     comparisons: tuple[Comparison, ...] = ()
 
     def row(self, name: str) -> RowSpec:
@@ -112,6 +115,7 @@ def load_spec(name: str) -> BoardSpec:
             rows=rows,
             claimed_source=data.get("claimed_source"),
             config=dict(data.get("config") or {}),
+            smoke_config=dict(data.get("smoke_config") or {}),
             comparisons=tuple(Comparison(**c) for c in data.get("comparisons") or ()),
         )
     except (KeyError, TypeError) as err:
@@ -151,8 +155,9 @@ def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bo
     from zoo.task import fit_and_test, make_run_dir, provenance, write_run_files
 
     task = load_task(spec.task)
-    cfg, _ = resolve_config(task.config_cls, spec.task, row.recipe, smoke=tier == "smoke",
-                            layers=(spec.config, row.config))
+    smoke = tier == "smoke"
+    layers = (spec.config, row.config, spec.smoke_config if smoke else {})
+    cfg, _ = resolve_config(task.config_cls, spec.task, row.recipe, smoke=smoke, layers=layers)
     cfg.seed = seed
     run_dir = make_run_dir(spec.task, row.recipe, seed)
     write_run_files(run_dir, cfg, {"board": spec.name, "row": row.name, "tier": tier})

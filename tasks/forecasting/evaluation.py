@@ -24,7 +24,7 @@ from .baselines import forecast_all
 from .metrics import MASE, SMAPE, owa
 
 
-def test_histories(dm: Any, max_history: int | None = None) -> list[np.ndarray]:
+def origin_histories(dm: Any, max_history: int | None = None) -> list[np.ndarray]:
     """Everything observed before each test window's origin (training part + earlier test points), or its last
     ``max_history`` points."""
     windows, series = dm.windows("test"), dm.series("test")
@@ -38,7 +38,7 @@ def test_histories(dm: Any, max_history: int | None = None) -> list[np.ndarray]:
 def baseline_forecasts(dm: Any, method: str, *, max_history: int | None = None, n_jobs: int = 1) -> np.ndarray:
     """``[N, H]`` forecasts of a :mod:`baselines` method for the test windows, in original units, each fitted on
     its window's history (the last ``max_history`` points of it, if given)."""
-    return forecast_all(test_histories(dm, max_history), dm.horizon, method, m=dm.seasonality, n_jobs=n_jobs,
+    return forecast_all(origin_histories(dm, max_history), dm.horizon, method, m=dm.seasonality, n_jobs=n_jobs,
                         progress=False)
 
 

@@ -466,3 +466,25 @@ def test_publish_missing_flags_exits_2(env, capsys, argv, missing):
 
 def test_weights_verify_needs_an_id(env, capsys):
     assert_one_line_error(cli(capsys, "weights", "verify"), 2, "ID=None is not allowed")
+
+
+def test_train_on_a_user_csv_and_bad_csv_leaves_no_run_dir(capsys, tmp_path):
+    good = tmp_path / "my.csv"
+    lines = ["id,timestamp,value"] + [
+        f"{sid},{2000 + i // 12}-{i % 12 + 1:02d}-01,{100 + 10 * math.sin(i / 2) + k * i:.3f}"
+        for k, sid in enumerate("ab", start=1) for i in range(48)
+    ]
+    good.write_text("\n".join(lines) + "\n")
+    csv_set = ["--set", "data.source=csv", "--set", f"data.path={good}", "--set", "data.horizon=6"]
+    code, out, _ = cli(capsys, "train", "forecasting", "--recipe", RECIPE, *FAST, *csv_set, "--out",
+                       tmp_path / "run", "--json")
+    assert code == 0 and set(last_json(out)["metrics"]) >= {"test/smape", "test/mase", "test/owa"}
+    bad = tmp_path / "dup.csv"
+    bad.write_text("id,timestamp,value\na,2020-01-01,1\na,2020-01-01,2\na,2020-02-01,3\n")
+    rc, _, err = cli(capsys, "train", "forecasting", "--recipe", RECIPE, *FAST, "--set", "data.source=csv",
+                     "--set", f"data.path={bad}", "--set", "data.horizon=6", "--out", tmp_path / "bad")
+    assert rc == 2 and "duplicate timestamp" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+    rc, _, err = cli(capsys, "train", "forecasting", "--recipe", RECIPE, *FAST, "--set", "data.source=csv",
+                     "--set", f"data.path={good}", "--out", tmp_path / "nohorizon")
+    assert rc == 2 and "data.horizon" in err

@@ -117,3 +117,67 @@ def test_reproduce_writes_complete_results(root, tmp_path, monkeypatch):
 def test_committed_boards_render_unchanged():
     """What CI checks: every committed table equals what its committed results render to."""
     assert leaderboard.render(leaderboard.board_names(), check=True) == []
+
+
+def test_board_and_row_config_layers_reach_the_run(root, monkeypatch):
+    spec = {**SPEC, "config": {"data.max_series": 7}, "smoke_config": {"data.test_origins": 2},
+            "rows": [{"name": "naive", "recipe": "snaive_m3-monthly", "config": {"data.horizon": 6}, "seeds": [0]},
+                     {"name": "dense", "recipe": "dense_m3-monthly"}]}
+    (root / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    seen = []
+
+    def fake_fit_and_test(task, cfg, run_dir, **kw):
+        seen.append(cfg)
+        raise RuntimeError("stop after config resolution")
+
+    monkeypatch.setattr("zoo.task.fit_and_test", fake_fit_and_test)
+    monkeypatch.setattr("zoo.task.make_run_dir", lambda *a, **k: root / "run")
+    monkeypatch.setattr("zoo.task.write_run_files", lambda *a, **k: None)
+    board = leaderboard.load_spec("tiny")
+    for tier in ("smoke", "full"):
+        with pytest.raises(RuntimeError):
+            leaderboard.run_row(board, board.row("naive"), tier, 0)
+    smoke, full = seen
+    assert (full.data.max_series, full.data.horizon, full.data.test_origins) == (7, 6, 1)
+    assert (smoke.data.horizon, smoke.data.test_origins) == (6, 2)
+    # the recipe's own smoke overrides come last: they win over the board's config
+    assert smoke.data.max_series == 60 and smoke.trainer["max_epochs"] == 2
+
+
+def test_row_seeds_limit_reproduce(root, monkeypatch):
+    spec = {**SPEC, "rows": [{"name": "naive", "recipe": "snaive_m3-monthly", "seeds": [0]},
+                             {"name": "dense", "recipe": "dense_m3-monthly"}]}
+    (root / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    runs = []
+    monkeypatch.setattr(leaderboard, "run_row", lambda spec, row, tier, seed, **kw: runs.append((row.name, seed)) or {})
+    leaderboard.reproduce("tiny", "smoke")
+    assert runs == [("naive", 0), ("dense", 0), ("dense", 1)]
+    runs.clear()
+    leaderboard.reproduce("tiny", "smoke", seeds=[1])
+    assert runs == [("dense", 1)]
+
+
+def test_comparisons_render_the_ratio_of_means(root):
+    spec = {**SPEC, "comparisons": [{"label": "cost ratio", "metric": "test/smape", "numerator": "dense",
+                                     "denominator": "naive"}]}
+    (root / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    write_result("tiny", "naive", "full", 0, {"test/smape": 10.0})
+    write_result("tiny", "naive", "full", 1, {"test/smape": 30.0})
+    write_result("tiny", "dense", "full", 0, {"test/smape": 50.0})
+    leaderboard.render(["tiny"])
+    md = (root / "leaderboards" / "tiny.md").read_text()
+    assert "- cost ratio: **2.50×** (mean `test/smape` of `dense` / `naive`)" in md
+    bad = {**spec, "comparisons": [{"label": "x", "metric": "m", "numerator": "nope", "denominator": "naive"}]}
+    (root / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ZooValueError, match="no row 'nope'"):
+        leaderboard.load_spec("tiny")
+
+
+def test_check_tier_can_be_limited_to_seeds(root, monkeypatch):
+    for seed in (0, 1):
+        write_result("tiny", "naive", "smoke", seed, {"test/smape": 10.0, "test/acc": 0.5})
+    reran = []
+    monkeypatch.setattr(leaderboard, "run_row",
+                        lambda spec, row, tier, seed, **kw: reran.append(seed) or {"metrics": {"test/smape": 10.0}})
+    leaderboard.check_tier("tiny", "smoke", seeds=[0])
+    assert reran == [0]
