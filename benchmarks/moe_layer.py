@@ -10,7 +10,10 @@ What it measures
                     ``index_add_``;
     * every backend registered in ``zoo.kernels.backends()`` (``reference``, ``loop``, ``grouped``, and any
       added later), each forced with ``moe_ffn(..., backend=name)``; ``reference`` is a per-token Python loop,
-      so it is skipped when T·k > 1024 unless ``--with-reference``;
+      so it is skipped when T·k > 1024 unless ``--with-reference``; a backend that declines the inputs is
+      reported ``n/a`` with its reason; ``triton`` is never timed on these CPU tensors: without
+      ``TRITON_INTERPRET`` it declines them, with it it would run the Triton interpreter (Python, not a kernel),
+      so it is ``skipped``;
     * ``auto``      what ``moe_ffn`` picks by itself (the table says which backend that was);
     * ``ideal_mm``  one dense GEMM chain ``(T·k, D)·(D, F) → act → ·(F, D)``: same active FLOPs, no routing;
     * ``ideal_bmm`` the batched chain ``(E, T·k/E, D)·(E, D, F) → act → ·(E, F, D)``: perfectly uniform load.
@@ -33,8 +36,9 @@ How to read it
     row in bold. 1.0 means as fast as the dense chain; the gap below it is routing overhead (sort, gather and
     scatter, small per-expert GEMMs, per-expert launches). On a 2-core CPU differences under ~10 % are noise,
     and values a little above 1 happen: per-expert chunks can sit in cache better than one large GEMM chain.
-    ``n/a``: the backend declined these inputs (e.g. ``grouped`` with D or F not 16-byte aligned);
-    ``skipped``: ``reference`` at a large T·k.
+    ``n/a``: the backend declined these inputs (e.g. ``grouped`` with D or F not 16-byte aligned, ``triton`` on
+    CPU tensors); ``skipped``: ``reference`` at a large T·k, or ``triton`` under the interpreter. The reasons are
+    listed under the table (and in the JSON records' ``reason``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from rich.table import Table
 from zoo.errors import ZooValueError
 from zoo.kernels import ACTIVATIONS, backends, moe_ffn, resolve_backend
 from zoo.kernels.activations import GATED, apply_activation
+from zoo.kernels.triton import interpreter_requested
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("fwd", "fwd+bwd")
@@ -223,20 +228,48 @@ def zoo_backend_names() -> list[str]:
     return first + [n for n in registered if n not in first]
 
 
+def interpreted(name: str, x: torch.Tensor) -> str | None:
+    """Why ``name`` would not run a real kernel on ``x`` although it may accept it, or None.
+
+    Only ``triton`` does this: on CPU tensors it runs (under ``TRITON_INTERPRET=1``) every program in the Triton
+    interpreter, in Python, orders of magnitude slower than any kernel; timing that measures nothing.
+    """
+    if name == "triton" and x.device.type == "cpu" and interpreter_requested():
+        return "TRITON_INTERPRET=1: triton would run in the Triton interpreter on CPU tensors, not as a kernel"
+    return None
+
+
+@dataclass(frozen=True)
+class Status:
+    """A variant that is not timed: ``n/a`` (the backend declines the inputs) or ``skipped``, and why."""
+
+    status: str
+    reason: str
+
+
 def variant_cases(
     shape: Shape, inputs: MoEInputs, activation: str, with_reference: bool
-) -> tuple[dict[str, Case], dict[str, str]]:
-    """Cases to time, and a status (``n/a`` / ``skipped``) for variants that will not run."""
+) -> tuple[dict[str, Case], dict[str, Status]]:
+    """Cases to time, and a status with its reason for the variants that will not run."""
     cases = {"hf_loop": moe_case(hf_loop_moe_ffn, inputs, activation)}
-    statuses: dict[str, str] = {}
+    statuses: dict[str, Status] = {}
     for name in [*zoo_backend_names(), "auto"]:
         if name == "reference" and shape.T * shape.k > REFERENCE_MAX_SLOTS and not with_reference:
-            statuses[name] = "skipped"
+            reason = f"T·k = {shape.T * shape.k} > {REFERENCE_MAX_SLOTS} (--with-reference times it)"
+            statuses[name] = Status("skipped", reason)
+            continue
+        reason = interpreted(name, inputs.x_TD)  # checked first: deciding need not import triton
+        if reason is not None:
+            statuses[name] = Status("skipped", reason)
             continue
         try:
-            resolve_backend(name, inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF)
-        except ZooValueError:
-            statuses[name] = "n/a"
+            chosen = resolve_backend(name, inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF).name
+        except ZooValueError as err:
+            statuses[name] = Status("n/a", str(err))
+            continue
+        reason = interpreted(chosen, inputs.x_TD)  # auto resolving to an interpreted backend
+        if reason is not None:
+            statuses[name] = Status("skipped", f"resolves to {chosen}: {reason}")
             continue
         cases[name] = moe_case(partial(moe_ffn, backend=name), inputs, activation)
     return cases, statuses
@@ -283,7 +316,7 @@ class Row:
     mode: str
     auto_backend: str
     medians: dict[str, float]
-    statuses: dict[str, str]
+    statuses: dict[str, Status]
 
     @property
     def ideal_name(self) -> str:
@@ -335,7 +368,8 @@ def render(rows: list[Row], variants: list[str], title: str) -> Table:
         cells = []
         for name in variants:
             if name not in row.medians:
-                cells.append(f"[dim]{row.statuses.get(name, 'n/a')}")
+                status = row.statuses.get(name)
+                cells.append(f"[dim]{status.status if status else 'n/a'}")
                 continue
             ms = row.medians[name]
             cell = f"{row.t_ideal / ms:.2f} ({format_ms(ms)})"
@@ -363,9 +397,22 @@ def to_records(rows: list[Row], args: argparse.Namespace) -> list[dict[str, obje
             result = {"median_ms": ms, "fraction_of_ideal": row.t_ideal / ms, "status": "ok"}
             records.append({**common, "variant": variant, **result})
         for variant, status in row.statuses.items():
-            result = {"median_ms": None, "fraction_of_ideal": None, "status": status}
+            result = {"median_ms": None, "fraction_of_ideal": None, "status": status.status, "reason": status.reason}
             records.append({**common, "variant": variant, **result})
     return records
+
+
+def status_notes(rows: list[Row]) -> list[str]:
+    """One line per (variant, status, reason) that kept a variant from being timed, with the rows it applies to."""
+    where: dict[tuple[str, str, str], list[str]] = {}
+    for row in rows:
+        for variant, st in row.statuses.items():
+            where.setdefault((variant, st.status, st.reason), []).append(f"{row.shape.name} {row.dtype} {row.mode}")
+    notes = []
+    for (variant, status, reason), cells in where.items():
+        at = "every row" if len(cells) == len(rows) else "; ".join(dict.fromkeys(cells))
+        notes.append(f"{variant} {status} ({at}): {reason}")
+    return notes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -410,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
                 err.print(f"[dim]{shape.name} {dtype_name} {mode}: {time.perf_counter() - t0:.1f} s")
     variants = ["hf_loop", *zoo_backend_names(), "auto"]
     out.print(render(rows, variants, title="MoE expert FFN: fraction of the dense ideal"))
+    for note in status_notes(rows):
+        out.print(f"[dim]{note}", highlight=False)
     out.print(f"total {time.perf_counter() - start:.1f} s · {load_average()}")
     if args.json:
         args.json.write_text(json.dumps(to_records(rows, args), indent=1))

@@ -113,8 +113,16 @@ def _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> N
     if weights_TK is not None:
         check_arg(weights_TK.shape == ids_TK.shape, "weights.shape", tuple(weights_TK.shape), f"{tuple(ids_TK.shape)}")
     if ids_TK.numel():
-        lo, hi = int(ids_TK.min()), int(ids_TK.max())
-        check_arg(lo >= -1 and hi < E, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {E}) or -1")
+        # Reading the ids back is a host sync per call on CUDA, and a graph break under torch.compile: there the
+        # range check is an asynchronous assert instead (CUDA: a device-side assert; a compiled CPU graph: a
+        # RuntimeError). Eager CPU calls, and devices without _assert_async kernels, get the clear ZooValueError.
+        dev = ids_TK.device.type
+        if dev == "cuda" or (dev == "cpu" and torch.compiler.is_compiling()):
+            in_range = ((ids_TK >= -1) & (ids_TK < E)).all()
+            torch._assert_async(in_range, f"moe_ffn: ids out of range: expert ids must be in [0, {E}) or -1")
+        else:
+            lo, hi = int(ids_TK.min()), int(ids_TK.max())
+            check_arg(lo >= -1 and hi < E, "ids", f"values in [{lo}, {hi}]", f"expert ids in [0, {E}) or -1")
 
 
 def moe_ffn(
@@ -134,6 +142,9 @@ def moe_ffn(
     dtype are cast to ``x``'s (so bf16 activations can use fp32 master weights); matmuls accumulate in fp32.
     ``weights=None`` returns the unweighted per-slot outputs ``y[T, k, D]`` instead (zeros in empty slots), for
     losses on individual experts (expert-specific losses, PMOE); ``weighted_sum`` then gives the combination.
+
+    Ids outside ``[-1, E)`` raise ZooValueError on the CPU. On an accelerator (and under ``torch.compile``) the
+    check is a device-side assert, so that it costs no host sync: it aborts the CUDA context instead.
     """
     _validate(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
     dtype = x_TD.dtype
@@ -149,3 +160,8 @@ def moe_ffn(
 register_backend("grouped", grouped_moe_ffn, lambda x, w1, w3: grouped_unsupported(x, w1, w3), priority=20)
 register_backend("loop", loop_moe_ffn, priority=10)
 register_backend("reference", reference_moe_ffn, priority=None)
+
+# Triton: imports neither triton nor its kernels here (only on first use), so this works without triton or a GPU.
+from .triton import TRITON_PRIORITY, triton_moe_ffn, triton_unsupported  # noqa: E402
+
+register_backend("triton", triton_moe_ffn, triton_unsupported, priority=TRITON_PRIORITY)

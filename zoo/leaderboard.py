@@ -7,7 +7,7 @@ keys) puts every recipe on the board's data; ``smoke_config`` is added in the sm
 own smoke overrides; ``comparisons`` print ratios of two rows' means under each table. ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies
 each recipe's smoke overrides, ``full`` runs the recipe as written) and writes
 ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``. ``render`` turns whatever results exist into
-``leaderboards/<board>.md`` (mean ± std (n), best marked, params total/active, wall seconds of train + test per
+``leaderboards/<board>.md`` (mean ± std (n); the value alone when n = 1; best marked, params total/active, wall seconds of train + test per
 run, the reproduce command) and into
 README blocks between ``<!-- board:<board> -->`` and ``<!-- /board:<board> -->``; ``render --check`` fails
 (exit 6) if the committed files differ from what the results render to. ``check --tier smoke`` reruns the smoke
@@ -272,7 +272,8 @@ def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]])
                 cells.append("—")
                 continue
             mean, std, n = stats[row.name][m.key]
-            text = f"{m.format.format(mean)} ± {m.format.format(std)} ({n})"
+            spread = f" ± {m.format.format(std)}" if n > 1 else ""  # one run (deterministic rows): no spread
+            text = f"{m.format.format(mean)}{spread} ({n})"
             cells.append(f"**{text}**" if best.get(m.key) == row.name else text)
         first = records[0]
         cells.append(f"{first['params_total']:,} ({first['params_active']:,})")

@@ -4,6 +4,11 @@ Contract and test plan: shared/docs/KERNELS.md §2, §4, §5; grouped_mm quirks:
 Every non-reference backend in ``backends()`` is checked (forward and all gradients, with a random dense
 upstream gradient), so a newly registered backend is tested without touching this file. The reference is a
 Python loop over T·k slots, so large T comes with small D/F.
+
+A backend may decline inputs (``supports``): every test that runs a backend first asks ``skip_if_declined``,
+which skips legitimate declines (``triton`` on CPU tensors without ``TRITON_INTERPRET``, as on a GPU CI box) and
+fails wrong ones. Backends in ``SAMPLED`` run a representative subset of the matrix here: on the CPU they run in
+an interpreter (milliseconds per program) and have a file of their own that tests them in depth.
 """
 
 from __future__ import annotations
@@ -22,11 +27,32 @@ import zoo.kernels as K
 from zoo.errors import ZooValueError
 from zoo.kernels import backends, moe_ffn, register_backend, resolve_backend, weighted_sum
 from zoo.kernels.dispatch import combine, sort_slots
+from zoo.kernels.triton import interpreter_requested
 
 f32, bf16 = torch.float32, torch.bfloat16
 
 # Backends under test: everything registered except the oracle (evaluated at collection time).
 BACKENDS = [b for b in backends() if b != "reference"]
+
+# Backends slow here (the Triton interpreter on the CPU) and tested in depth by a file of their own (the value):
+# they run only the representative values of the parametrized tests (``with_backends``), and not the tests
+# decorated with ``full_matrix_only``.
+SAMPLED = {"triton": "tests/kernels/test_triton_backend.py"}
+
+
+def with_backends(values, representative, ids=str):
+    """``(value, backend)`` params: every value for the full backends, the ``representative`` ones (a subset of
+    ``values``) for the SAMPLED backends. Test ids read ``<value id>-<backend>``."""
+    assert all(v in values for v in representative), "representative values must come from values"
+    return [
+        pytest.param(v, b, id=f"{ids(v)}-{b}")
+        for v in values for b in BACKENDS
+        if b not in SAMPLED or v in representative
+    ]
+
+
+# Parametrizes ``backend`` over the backends not in SAMPLED (those cover the test in their own file).
+full_matrix_only = pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in SAMPLED])
 
 # (rtol, atol); atol is scaled by the magnitude of the expected tensor (at least 1).
 TOL = {f32: (1e-4, 1e-4), bf16: (2e-2, 2e-2)}
@@ -74,6 +100,19 @@ def _one_thread(enabled=True):
         torch.set_num_threads(threads)
 
 
+# Tests that keep torch's default intra-op thread count (a nondeterministic parallel reduction shows only there).
+ALL_THREADS = {"test_bitwise_deterministic"}
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread(request):
+    """Every test but ``ALL_THREADS`` runs on one intra-op thread. The backends' results do not depend on it, and
+    the shapes here are small: on a shared 2-core machine two OpenMP threads made them 5–50× slower (the E64 k8
+    cases took 4.8 s instead of 0.1 s), most of this file's time."""
+    with _one_thread(request.node.originalname not in ALL_THREADS):
+        yield
+
+
 def run(inputs, backend, grad=None):
     """Forward (and backward with ``grad``) on fresh leaf copies; missing grads are reported as zeros."""
     with _one_thread(backend == "reference"):
@@ -115,33 +154,50 @@ def _grouped_mm_available() -> bool:
 
 
 def expected_decline(backend, x, w1) -> bool | None:
-    """Whether ``backend`` may legitimately refuse these inputs; None for backends this file knows nothing of.
+    """Whether ``backend`` may legitimately refuse these inputs (True: it must, False: it must not); None where
+    the rules leave it open, or for backends this file knows nothing of.
 
-    Written from the documented rules (grouped_mm needs 16-byte aligned rows, fp32/bf16, torch ≥ 2.9), not
-    from the backend's own ``supports`` check.
+    Written from the documented rules, not from the backend's own ``supports`` check: grouped_mm needs 16-byte
+    aligned rows, fp32/bf16, torch ≥ 2.9; the Triton kernels need CUDA tensors (CPU ones only under
+    ``TRITON_INTERPRET``) in fp32/fp16/bf16, and triton ≥ 3.6 installed (left open here).
     """
-    if backend == "loop":
+    if backend in ("loop", "reference"):
         return False
     if backend == "grouped":
         if not _grouped_mm_available() or x.dtype not in (f32, bf16):
             return True
         align = 16 // x.element_size()
         return bool(w1.shape[1] % align or w1.shape[2] % align)
+    if backend == "triton":
+        if x.dtype not in (f32, torch.float16, bf16):
+            return True
+        if x.device.type == "cpu" and not interpreter_requested():
+            return True
     return None
 
 
-def run_or_skip(inputs, backend, grad):
-    """Run ``backend``; skip if it declines inputs it is allowed to decline, fail if it declines wrongly."""
-    x, w1, w3 = inputs["x"], inputs["w1"].to(inputs["x"].dtype), inputs["w3"]
+def skip_if_declined(backend, x, w1, w3=None):
+    """Skip if ``backend`` declines inputs it is allowed to decline; fail if it declines (or accepts) wrongly.
+
+    An explicitly requested backend that declines must say so with a clear ``ZooValueError``.
+    """
+    w1 = w1.to(x.dtype)
     legit = expected_decline(backend, x, w1)
     try:
         resolve_backend(backend, x, w1, w3.to(x.dtype) if w3 is not None else None)
     except ZooValueError as err:
+        assert str(err).startswith(f"backend={backend!r} cannot run these inputs: "), err
         if legit is False:
             pytest.fail(f"{backend} declined inputs it must run: {err}")
         pytest.skip(f"{backend} legitimately declines: {err}")
     if legit is True:
-        pytest.fail(f"{backend} accepted inputs it cannot run (D={w1.shape[1]}, F={w1.shape[2]}, {x.dtype})")
+        pytest.fail(f"{backend} accepted inputs it cannot run (D={w1.shape[1]}, F={w1.shape[2]}, {x.dtype}, "
+                    f"{x.device})")
+
+
+def run_or_skip(inputs, backend, grad):
+    """``skip_if_declined``, then run ``backend``."""
+    skip_if_declined(backend, inputs["x"], inputs["w1"], inputs["w3"])
     return run(inputs, backend, grad)
 
 
@@ -198,8 +254,12 @@ def _reference_case(case):
     return inputs, grad, run(inputs, "reference", grad)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+# SAMPLED backends: fp32 and bf16, gated and not, k = 1 and 2, T = 1 / 33 / 256, D = 511 (not a tile multiple),
+# fp32 master weights.
+REPRESENTATIVE_CASES = [CASES[0], CASES[3], CASES[5], CASES[9], CASES[10], CASES[15]]
+
+
+@pytest.mark.parametrize(("case", "backend"), with_backends(CASES, REPRESENTATIVE_CASES, _case_id))
 def test_matches_reference(case, backend):
     inputs, grad, want = _reference_case(case)
     got = run_or_skip(inputs, backend, grad)
@@ -307,7 +367,7 @@ def test_every_slot_placeholder(backend):
     """A batch with no FFN work at all: zeros out, and backward runs with all-zero (or absent) gradients."""
     T, E, k = 6, 4, 2
     inputs, grad = make_inputs(T, 16, 32, E, k, "swiglu", ids=torch.full((T, k), -1))
-    run_or_skip(inputs, backend, None)  # skip if declined
+    skip_if_declined(backend, inputs["x"], inputs["w1"], inputs["w3"])
     y_ref, _ = run(inputs, "reference")
     y, grads = run(inputs, backend, grad)
     assert y.shape == (T, 16) and y.dtype == f32
@@ -316,11 +376,15 @@ def test_every_slot_placeholder(backend):
         assert torch.all(g == 0), name
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+DENSE_CASES = [(4, "swiglu", f32), (8, "gelu", f32), (8, "relu", bf16)]
+
+
 @pytest.mark.parametrize(
-    ("E", "activation", "dtype"), [(4, "swiglu", f32), (8, "gelu", f32), (8, "relu", bf16)]
+    ("dense_case", "backend"),
+    with_backends(DENSE_CASES, DENSE_CASES[:1], lambda c: f"E{c[0]}-{c[1]}-{str(c[2])[6:]}"),
 )
-def test_dense_k_equals_E(backend, E, activation, dtype):
+def test_dense_k_equals_E(dense_case, backend):
+    E, activation, dtype = dense_case
     T = 33
     ids = torch.stack([torch.randperm(E) for _ in range(T)])
     inputs, grad = make_inputs(T, 32, 64, E, E, activation, dtype, ids=ids)
@@ -350,7 +414,7 @@ def test_duplicate_ids_in_a_row(backend):
 def test_sum_backward(backend):
     """A stride-0 upstream grad (``y.sum().backward()``) must work too: grouped_mm alone rejects it."""
     inputs, _ = make_inputs(9, 32, 64, 4, 2, "swiglu")
-    run_or_skip(inputs, backend, None)
+    skip_if_declined(backend, inputs["x"], inputs["w1"], inputs["w3"])
     ones = torch.ones(9, 32)
     want = run(inputs, "reference", ones)
     leaves = {n: inputs[n].clone().requires_grad_() for n in ("x", "weights", "w1", "w2", "w3")}
@@ -364,7 +428,7 @@ def test_sum_backward(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_int32_ids(backend):
     inputs, grad = make_inputs(17, 32, 64, 8, 2, "gelu")
-    want = run(inputs, backend, grad)
+    want = run_or_skip(inputs, backend, grad)
     got = run(dict(inputs, ids=inputs["ids"].int()), backend, grad)
     assert torch.equal(got[0], want[0])
 
@@ -372,7 +436,7 @@ def test_int32_ids(backend):
 # ----------------------------------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@full_matrix_only  # triton: test_triton_backend.py::test_bitwise_deterministic
 @pytest.mark.parametrize("dtype", [f32, bf16])
 def test_bitwise_deterministic(backend, dtype):
     inputs, grad = make_inputs(64, 32, 64, 8, 2, "swiglu", dtype, p_empty=0.2)
@@ -437,6 +501,62 @@ def test_bad_input_raises(changes, name, backend):
         moe_ffn(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], inputs["w3"],
                 activation=inputs["activation"], backend=backend)
     assert isinstance(err.value, ValueError)
+
+
+# ----------------------------------------------------------------------------- host syncs, torch.compile
+
+
+def _validated_identity(x, ids, weights, w1, w2):
+    K._validate(x, ids, weights, w1, w2, None, "gelu")
+    return x + 0
+
+
+def test_id_range_check_traces_without_graph_break():
+    """Under ``torch.compile(fullgraph=True)`` the id range check reads nothing back to the host (that would
+    break the graph); out-of-range ids still raise, from the compiled graph's assert."""
+    g = _good()
+    args = (g["x"], g["ids"], g["weights"], g["w1"], g["w2"])
+    torch._dynamo.reset()
+    compiled = torch.compile(_validated_identity, backend="eager", fullgraph=True)
+    assert torch.equal(compiled(*args), g["x"])
+    for bad in (4, -2):
+        ids = g["ids"].clone()
+        ids[2, 0] = bad
+        with pytest.raises(RuntimeError, match=r"ids out of range"):
+            compiled(g["x"], ids, *args[2:])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_validation_does_not_sync_on_cuda():
+    """On CUDA the id range check is a device assert: validating in-range ids never waits for the GPU."""
+    g = {n: t.cuda() if isinstance(t, torch.Tensor) else t for n, t in _good().items()}
+    torch.cuda.set_sync_debug_mode("error")  # any host sync raises
+    try:
+        K._validate(g["x"], g["ids"], g["weights"], g["w1"], g["w2"], None, "gelu")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
+def test_moe_ffn_triton_compiles_fullgraph():
+    """``moe_ffn(..., backend="triton")`` (validation, registry, routing, kernels) traces under
+    ``torch.compile(fullgraph=True)``, and the compiled forward and backward match eager bitwise. On the CPU this
+    needs the Triton interpreter (skipped otherwise). Compiled first: run alone, the trace also loads the kernels."""
+    if "triton" not in BACKENDS:
+        pytest.skip("triton not registered")
+    inputs, grad = make_inputs(9, 16, 32, 4, 2, "swiglu", p_empty=0.2)
+    skip_if_declined("triton", inputs["x"], inputs["w1"], inputs["w3"])
+    torch._dynamo.reset()
+    compiled = torch.compile(moe_ffn, backend="aot_eager", fullgraph=True)
+    leaves = {n: inputs[n].detach().clone().requires_grad_() for n in GRAD_NAMES}
+    y = compiled(leaves["x"], inputs["ids"], leaves["weights"], leaves["w1"], leaves["w2"], leaves["w3"],
+                 activation="swiglu", backend="triton")
+    y.backward(grad)
+    want = run(inputs, "triton", grad)
+    assert torch.equal(y.detach(), want[0])
+    for name, t in leaves.items():
+        assert torch.equal(t.grad, want[1][name]), name
 
 
 def test_unknown_backend():
@@ -631,7 +751,7 @@ def test_dispatch_gathers_only_valid_slots(backend, monkeypatch):
     monkeypatch.setattr(module, "sort_slots", spy_sort)
     monkeypatch.setattr(module, "combine", spy_combine)
     inputs, grad = make_inputs(40, 32, 16, 64, 2, "gelu", p_empty=0.25)
-    run(inputs, backend, grad)
+    run_or_skip(inputs, backend, grad)
     n_valid = int((inputs["ids"] >= 0).sum())
     assert 0 < n_valid < 40 * 2
     assert seen["slots"].num_rows == n_valid
@@ -651,7 +771,7 @@ class _MaxNumel(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@full_matrix_only  # triton: its buffers are O(T·k·max(D, F)) by construction (zoo.kernels.triton.ops)
 def test_no_T_E_D_allocation(backend):
     """No tensor in forward or backward is O(T·E·D): the largest one is the (E, D, F) weight or its grad."""
     T, D, F_, E, k = 64, 64, 8, 64, 1
@@ -666,9 +786,10 @@ def test_no_T_E_D_allocation(backend):
 @pytest.mark.parametrize(("T", "k"), [(0, 2), (3, 0)])
 def test_empty_batches(backend, T, k):
     """No tokens, or no slots: an all-zero ``[T, D]`` output, no error."""
-    x = torch.randn(T, 16, requires_grad=True)
-    y = moe_ffn(x, torch.zeros(T, k, dtype=torch.long), torch.zeros(T, k), torch.randn(4, 16, 32),
-                torch.randn(4, 32, 16), backend=backend)
+    x, w1 = torch.randn(T, 16, requires_grad=True), torch.randn(4, 16, 32)
+    skip_if_declined(backend, x, w1)
+    y = moe_ffn(x, torch.zeros(T, k, dtype=torch.long), torch.zeros(T, k), w1, torch.randn(4, 32, 16),
+                backend=backend)
     assert y.shape == (T, 16) and torch.all(y == 0)
 
 
@@ -681,15 +802,19 @@ def test_reference_backpropagates_rows_without_work():
 # --------------------------------------------------------------------------------------- per-slot outputs
 
 
-@pytest.mark.parametrize("backend", ["reference", *BACKENDS])
-@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
-def test_per_slot_outputs_match_reference_and_combine(backend, activation):
+@pytest.mark.parametrize(
+    ("activation", "backend"),
+    [pytest.param(a, "reference", id=f"{a}-reference") for a in ("gelu", "swiglu")]
+    + with_backends(["gelu", "swiglu"], ["swiglu"]),
+)
+def test_per_slot_outputs_match_reference_and_combine(activation, backend):
     """``weights=None`` returns unweighted slot outputs; weighted_sum of them equals the fused combine."""
     inputs, _ = make_inputs(21, 32, 48, 6, 3, activation, p_empty=0.3, seed=7)
     args = (inputs["w1"], inputs["w2"], inputs["w3"])
+    skip_if_declined(backend, inputs["x"], inputs["w1"], inputs["w3"])
     x = inputs["x"].clone().requires_grad_()
     w1 = inputs["w1"].clone().requires_grad_()
-    slots = run_or_skip_slots(x, inputs["ids"], w1, *args[1:], activation, backend)
+    slots = moe_ffn(x, inputs["ids"], None, w1, *args[1:], activation=activation, backend=backend)
     with _one_thread():
         x_ref = inputs["x"].clone().requires_grad_()
         w1_ref = inputs["w1"].clone().requires_grad_()
@@ -704,10 +829,3 @@ def test_per_slot_outputs_match_reference_and_combine(backend, activation):
     ref.backward(g)
     assert_close(x.grad, x_ref.grad, f32, "dx")
     assert_close(w1.grad, w1_ref.grad, f32, "dw1")
-
-
-def run_or_skip_slots(x, ids, w1, w2, w3, activation, backend):
-    try:
-        return moe_ffn(x, ids, None, w1, w2, w3, activation=activation, backend=backend)
-    except ZooValueError as err:
-        pytest.skip(f"{backend} declined: {err}")

@@ -52,7 +52,7 @@ def test_render_mean_std_best_and_claimed(root):
     md = (root / "leaderboards" / "tiny.md").read_text()
     # naive: mean 11, sample std sqrt(2) = 1.41; best sMAPE (lower) is naive, best acc (higher) is dense
     assert "| naive | **11.00 ± 1.41 (2)** | 0.600 ± 0.141 (2) | 1,000 (250) | 2.0 | `snaive_m3-monthly` | sMAPE 14.9 |" in md
-    assert "| dense | 20.00 ± 0.00 (1) | **0.900 ± 0.000 (1)** |" in md
+    assert "| dense | 20.00 (1) | **0.900 (1)** |" in md
     assert "zoo leaderboard reproduce tiny --tier full" in md and "Tier `smoke`" not in md
     readme = (root / "README.md").read_text()
     assert readme.startswith("intro\n<!-- board:tiny -->\n") and readme.endswith("<!-- /board:tiny -->\noutro\n")
