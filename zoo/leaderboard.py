@@ -3,12 +3,13 @@
 A board ``leaderboards/<board>.yaml`` names its task, protocol, metrics (key, display name, format, which
 direction is better, tolerance), seeds and rows (recipe, optional weights id, optional ``claimed`` paper numbers
 kept apart from reproduced ones, optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted
-keys) puts every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes'
-own smoke overrides; ``comparisons`` print ratios of two rows' means under each table. ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies
-each recipe's smoke overrides, ``full`` runs the recipe as written) and writes
-``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``. ``render`` turns whatever results exist into
-``leaderboards/<board>.md`` (mean ± std (n); the value alone when n = 1; best marked, params total/active, wall seconds of train + test per
-run, the reproduce command) and into
+keys) puts every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own
+smoke overrides; ``comparisons`` print ratios of two rows' means under each table.
+
+``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies each recipe's smoke overrides,
+``full`` runs the recipe as written) and writes ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``.
+``render`` turns whatever results exist into ``leaderboards/<board>.md`` (mean ± std (n), the value alone when
+n = 1; best marked; params total/active; wall seconds of train + test per run; the reproduce command) and into
 README blocks between ``<!-- board:<board> -->`` and ``<!-- /board:<board> -->``; ``render --check`` fails
 (exit 6) if the committed files differ from what the results render to. ``check --tier smoke`` reruns the smoke
 tier and fails (exit 5) when a metric moves beyond its tolerance.
