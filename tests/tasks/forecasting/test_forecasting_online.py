@@ -35,7 +35,7 @@ def config(path, **online) -> ForecastingConfig:
                  "batch_size": 32},
         "model": {"arch": "moe", "d_model": 16, "expert_loss": "gate"},
         "moe": {"num_experts": 4, "k": 4, "d_hidden": 8, "router": "soft", "balance_coef": 0.0},
-        "trainer": {"max_epochs": 2},
+        "trainer": {"max_epochs": 2, "log_every_n_steps": 1},
         "online": {"mode": "none", **online},
     })
 
