@@ -132,9 +132,8 @@ def run_online(cfg: Any, module: Any, dm: Any, build_module: Any) -> dict[str, f
     for j in range(K):
         if j > 0 and mode in ("partial", "full"):
             start = time.perf_counter()
-            fit = _fit_series(series, j, H)
             if mode == "full":
-                module = retrain(cfg, build_module, dm, fit)
+                module = retrain(cfg, build_module, dm, _fit_series(series, j, H))
             else:
                 # The H latest windows of each series are those whose target ends in the newly observed block.
                 new = _dataset([replace(s, values=observed(s, j, H)) for s in series], L, H, max_windows_per_series=H)
