@@ -50,6 +50,7 @@ from zoo.io import atomic_write_bytes
 
 from .csvio import FILL_POLICIES, format_timestamp, future_timestamps, is_date_only, load_csv, timestamps
 from .data import Series, window_scale
+from .evaluation import model_forecasts
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +212,7 @@ def _last_window(values: np.ndarray, lookback: int) -> np.ndarray:
 def _forecast(model: torch.nn.Module, windows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Forecasts ``[N, horizon]`` in original units and the window scales ``[N]``."""
     scale = window_scale(windows)
-    x = torch.as_tensor(windows / scale[:, None], dtype=torch.float32)
-    preds = []
-    with torch.no_grad():
-        for chunk in torch.split(x, _BATCH):
-            out = model(chunk)
-            preds.append(getattr(out, "pred", out)[:, :horizon].double().numpy())
-    return np.concatenate(preds) * scale[:, None], scale
+    return model_forecasts(model, windows / scale[:, None], scale, batch_size=_BATCH)[:, :horizon], scale
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
