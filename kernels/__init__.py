@@ -5,9 +5,11 @@
 ``(silu(x·w1[e]) * (x·w3[e])) · w2[e]``). Slots whose id is −1 contribute nothing.
 
 Backends register with :func:`register_backend`: a function with the ``moe_ffn`` signature, a ``supports``
-check that returns why it declines (or None), and a priority. ``backend="auto"`` takes the highest-priority
-backend that accepts the inputs; the priorities follow the CPU measurements in ``benchmarks/moe_layer.py``.
-A backend that declines an explicit request raises; under ``auto`` the fall-back is logged once.
+check that returns why it declines (or None), a priority and, optionally, ``auto_when``: the inputs on which
+``auto`` should prefer it (a backend that can run everything but is only faster on some shapes). ``auto``
+takes the highest-priority backend that accepts the inputs and, if it has ``auto_when``, wants them; the
+priorities and ``auto_when`` rules follow the CPU measurements in ``leaderboards/kernels.md``. A backend that
+declines an explicit request raises; under ``auto`` the fall-back is logged once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from zoo.errors import ZooValueError, bad_arg, check_arg
 
 from .activations import ACTIVATIONS, GATED
 from .dispatch import weighted_sum
+from .fused import fused_faster, fused_moe_ffn, fused_unsupported
 from .grouped import grouped_moe_ffn, grouped_unsupported
 from .loop import loop_moe_ffn
 from .reference import reference_moe_ffn
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MoEFFN = Callable[..., torch.Tensor]
 Supports = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], str | None]
+AutoWhen = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], bool]
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,15 @@ class Backend:
     """A registered implementation of ``moe_ffn``.
 
     ``priority`` orders candidates for ``auto`` (higher first); ``None`` keeps the backend out of ``auto``
-    (the oracle). ``supports(x, w1, w3)`` returns a reason to decline, or None.
+    (the oracle). ``supports(x, w1, w3)`` returns a reason to decline, or None. ``auto_when(x, w1, w3)``, if
+    given, limits ``auto`` to the inputs where the backend was measured faster; explicit requests ignore it.
     """
 
     name: str
     fn: MoEFFN
     supports: Supports
     priority: int | None
+    auto_when: AutoWhen | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -56,11 +62,17 @@ def _always(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | Non
     return None
 
 
-def register_backend(name: str, fn: MoEFFN, supports: Supports = _always, priority: int | None = 0) -> None:
+def register_backend(
+    name: str,
+    fn: MoEFFN,
+    supports: Supports = _always,
+    priority: int | None = 0,
+    auto_when: AutoWhen | None = None,
+) -> None:
     """Add a backend (Triton and other fused kernels plug in here). Re-registering a name replaces it."""
     if name == "auto":
         raise ZooValueError("backend name 'auto' is reserved")
-    _BACKENDS[name] = Backend(name, fn, supports, priority)
+    _BACKENDS[name] = Backend(name, fn, supports, priority, auto_when)
 
 
 def backends() -> list[str]:
@@ -83,6 +95,8 @@ def resolve_backend(
     for name in backends():
         candidate = _BACKENDS[name]
         if candidate.priority is None:
+            continue
+        if candidate.auto_when is not None and not candidate.auto_when(x_TD, w1_EDF, w3_EDF):
             continue
         reason = candidate.supports(x_TD, w1_EDF, w3_EDF)
         if reason is None:
@@ -159,6 +173,7 @@ def moe_ffn(
 
 register_backend("grouped", grouped_moe_ffn, lambda x, w1, w3: grouped_unsupported(x, w1, w3), priority=20)
 register_backend("loop", loop_moe_ffn, priority=10)
+register_backend("fused", fused_moe_ffn, fused_unsupported, priority=25, auto_when=fused_faster)
 register_backend("reference", reference_moe_ffn, priority=None)
 
 # Triton: imports neither triton nor its kernels here (only on first use), so this works without triton or a GPU.

@@ -297,7 +297,7 @@ def test_grouped_declines_unaligned_bf16_only():
     """D=100 is a multiple of 4 (fine for fp32 rows) but not of 8 (bf16): the check is per dtype."""
     if "grouped" not in backends() or not _grouped_mm_available():
         pytest.skip("grouped_mm unavailable")
-    x, w1 = torch.randn(3, 100), torch.randn(4, 100, 64)
+    x, w1 = torch.randn(3, 100), torch.randn(4, 100, 96)
     assert resolve_backend("auto", x, w1).name == "grouped"
     assert resolve_backend("auto", x.bfloat16(), w1.bfloat16()).name == "loop"
     assert resolve_backend("auto", x.half(), w1.half()).name == "loop"  # fp16 is not a grouped dtype here
@@ -650,6 +650,26 @@ def test_oracle_only_backend_not_auto_but_explicit():
     inputs = _good()
     assert resolve_backend("auto", inputs["x"], inputs["w1"]).name != "custom_oracle"
     assert torch.all(run(inputs, "custom_oracle")[0] == 3.0) and len(calls) == 1
+
+
+def test_auto_when_limits_auto_but_not_explicit_requests():
+    calls = []
+    register_backend("custom_narrow", _marker_backend(calls, 5.0), priority=1000, auto_when=lambda x, w1, w3: w1.shape[0] >= 8)
+    coarse, fine = _good(), make_inputs(4, 8, 12, 8, 2, "gelu")[0]
+    assert resolve_backend("auto", coarse["x"], coarse["w1"]).name != "custom_narrow"  # E = 4: not wanted
+    assert resolve_backend("auto", fine["x"], fine["w1"]).name == "custom_narrow"
+    assert torch.all(run(coarse, "custom_narrow")[0] == 5.0) and len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("E", "F_", "dtype", "want"),
+    [(64, 128, f32, "fused"), (8, 512, f32, "grouped"), (64, 128, bf16, "grouped"), (128, 64, bf16, "fused")],
+)
+def test_auto_prefers_fused_where_the_board_measured_it_faster(E, F_, dtype, want):
+    if want == "grouped" and not _grouped_mm_available():
+        pytest.skip("no grouped_mm in this torch")
+    x, w1 = torch.randn(4, 256, dtype=dtype), torch.randn(E, 256, F_, dtype=dtype)
+    assert resolve_backend("auto", x, w1).name == want
 
 
 def test_reregistering_replaces():
