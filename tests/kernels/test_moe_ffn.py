@@ -652,6 +652,13 @@ def test_oracle_only_backend_not_auto_but_explicit():
     assert torch.all(run(inputs, "custom_oracle")[0] == 3.0) and len(calls) == 1
 
 
+def test_auto_prefers_fused_for_bf16_inference():
+    x, w1 = torch.empty(4096, 256, dtype=bf16), torch.empty(64, 256, 128, dtype=bf16, requires_grad=True)
+    with torch.no_grad():
+        assert resolve_backend("auto", x, w1).name == "fused"
+    assert resolve_backend("auto", x, w1.detach()).name == "fused"  # nothing to differentiate
+
+
 def test_auto_when_limits_auto_but_not_explicit_requests():
     calls = []
     register_backend("custom_narrow", _marker_backend(calls, 5.0), priority=1000, auto_when=lambda x, w1, w3: w1.shape[0] >= 8)
@@ -662,13 +669,19 @@ def test_auto_when_limits_auto_but_not_explicit_requests():
 
 
 @pytest.mark.parametrize(
-    ("E", "F_", "dtype", "want"),
-    [(64, 128, f32, "fused"), (8, 512, f32, "grouped"), (64, 128, bf16, "grouped"), (128, 64, bf16, "fused")],
+    ("T", "E", "F_", "dtype", "want"),
+    [
+        (4096, 64, 128, f32, "fused"),
+        (1024, 64, 128, f32, "grouped"),
+        (4096, 8, 512, f32, "grouped"),
+        (4096, 64, 128, bf16, "grouped"),
+        (4096, 128, 64, bf16, "fused"),
+    ],
 )
-def test_auto_prefers_fused_where_the_board_measured_it_faster(E, F_, dtype, want):
+def test_auto_prefers_fused_where_the_board_measured_it_faster(T, E, F_, dtype, want):
     if want == "grouped" and not _grouped_mm_available():
         pytest.skip("no grouped_mm in this torch")
-    x, w1 = torch.randn(4, 256, dtype=dtype), torch.randn(E, 256, F_, dtype=dtype)
+    x, w1 = torch.empty(T, 256, dtype=dtype), torch.empty(E, 256, F_, dtype=dtype, requires_grad=True)
     assert resolve_backend("auto", x, w1).name == want
 
 

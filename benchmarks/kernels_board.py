@@ -1,0 +1,484 @@
+"""The kernel board: measure the expert-FFN backends on the board's shapes and render ``leaderboards/kernels.md``.
+
+What it measures (one process, every variant interleaved as in ``moe_layer.py``, whose timing code it reuses)
+    * the fraction of the dense-equivalent ideal of every backend (``hf_loop``, ``loop``, ``grouped``,
+      ``fused``, ``auto``; ``triton`` is listed as n/a: these are CPU tensors), forward and forward + backward, fp32 and bf16, on
+      ``T4096 D256 F512 E8 k2`` (coarse), ``T4096 D256 F128 E64 k8`` and ``T4096 D256 F128 E128 k8``
+      (fine-grained), ``T1024 D256 F128 E64 k8`` (fine-grained, fewer tokens) and ``T256 D256 F512 E8 k2``
+      (small batch);
+    * the scaling curve: forward + backward time against E at fixed active FLOPs (k = E/8, F = 1024/k, so
+      k·F and the rows per expert stay fixed) for E = 8 … 128;
+    * dispatch memory: the peak resident-memory growth of one training forward (inputs excluded), each
+      backend in a fresh process, next to ``T·k·D`` and ``T·E·D`` elements;
+    * a profile of ``auto`` on the fine-grained shape (where the targets are hardest): the ops that take the
+      time, which is what explains a missed target.
+
+How to run it (on a quiet machine: the load average is recorded and printed on the board)
+    .venv/bin/python benchmarks/kernels_board.py run           # ~5 min on 2 cores; writes results, renders
+    .venv/bin/python benchmarks/kernels_board.py render        # results JSON → leaderboards/kernels.md + plot
+    .venv/bin/python benchmarks/kernels_board.py render --check   # CI: the committed board matches its results
+
+Results live in ``leaderboards/results/kernels/<device>.json``, one section of the board each. The timing code
+places its tensors on the CPU, so only ``cpu.json`` exists (``triton`` shows ``n/a``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+import moe_layer as ml
+from zoo.io import atomic_write_text
+from zoo.kernels import moe_ffn, resolve_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "leaderboards" / "results" / "kernels"
+BOARD = ROOT / "leaderboards" / "kernels.md"
+PLOT = ROOT / "leaderboards" / "kernels.scaling.png"
+
+BOARD_SHAPES = (
+    "T4096 D256 F512 E8 k2, T4096 D256 F128 E64 k8, T4096 D256 F128 E128 k8, T1024 D256 F128 E64 k8, T256 D256 F512 E8 k2"
+)
+SCALING_SHAPES = ", ".join(f"T4096 D256 F{1024 // (e // 8)} E{e} k{e // 8}" for e in (8, 16, 32, 64, 128))
+PROFILE_SHAPE = "T4096 D256 F128 E64 k8"
+QUICK = {  # tiny stand-ins for tests and smoke runs
+    "board": "T64 D32 F64 E4 k2, T64 D32 F16 E16 k4",
+    "scaling": "T64 D32 F64 E4 k1, T64 D32 F32 E8 k2",
+    "profile": "T64 D32 F16 E16 k4",
+}
+MEMORY_VARIANTS = ("hf_loop", "loop", "grouped", "fused")
+VARIANTS = ("hf_loop", "loop", "grouped", "fused", "triton", "auto")
+# Targets of issue 6, checked against ``auto`` (what task models get): (shape, dtype, minimum fraction of ideal).
+IDEAL_TARGETS = [
+    ("T4096 D256 F512 E8 k2", "fp32", 0.9),
+    ("T4096 D256 F512 E8 k2", "bf16", 0.9),
+    ("T4096 D256 F128 E64 k8", "fp32", 0.8),
+    ("T4096 D256 F128 E64 k8", "bf16", 0.8),
+]
+SPEEDUP_TARGET = ("T4096 D256 F128 E64 k8", "bf16", 3.0)  # auto vs hf_loop, forward + backward
+FLAT_TARGET = 1.3  # slowest / fastest auto time along the scaling curve
+MEMORY_PAIR = ("T4096 D256 F128 E64 k8", "T4096 D256 F128 E128 k8")  # same T, k, D, F; E doubles
+MEMORY_FLAT = 1.2  # peak(E128) / peak(E64) allowed for an O(T·k·D) dispatch (noise of a RSS measurement)
+
+
+def bench_args(repeats: int) -> argparse.Namespace:
+    return argparse.Namespace(activation="gelu", with_reference=False, seed=0, repeats=repeats)
+
+
+def time_rows(shapes: list[ml.Shape], modes: list[str], repeats: int, progress: Progress, label: str) -> list[dict]:
+    args, err = bench_args(repeats), Console(stderr=True)
+    jobs = [(s, d, m) for s in shapes for d in ml.DTYPES for m in modes]
+    task = progress.add_task(label, total=len(jobs))
+    rows = []
+    for shape, dtype, mode in jobs:
+        progress.update(task, description=f"{label}: {shape.name} {dtype} {mode}")
+        rows.append(ml.run_config(shape, dtype, mode, args, err))
+        progress.advance(task)
+    return ml.to_records(rows, args)
+
+
+def peak_memory_child(shape: ml.Shape, variant: str, dtype: str) -> dict:
+    """In this (fresh) process: resident-memory growth of one training forward of ``variant`` at ``shape``.
+
+    A tiny call first loads the kernels' libraries, so their one-time allocations are not counted. The peak is
+    the address space's high-water mark ``VmHWM`` (``ru_maxrss`` would not do: it keeps the parent's peak across
+    ``fork`` + ``exec``), and nothing large is freed between reading it and running the call.
+    """
+    fn = ml.hf_loop_moe_ffn if variant == "hf_loop" else None
+    small = ml.make_moe_inputs(ml.Shape(8, shape.D, shape.F, shape.E, shape.k), ml.DTYPES[dtype], False, True, 0)
+    inputs = ml.make_moe_inputs(shape, ml.DTYPES[dtype], False, True, 0)
+
+    def call(i: ml.MoEInputs) -> torch.Tensor:
+        if fn is not None:
+            return fn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, None, "gelu")
+        return moe_ffn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, None, "gelu", backend=variant)
+
+    call(small).sum().backward()
+    before = _peak_rss_kib()
+    y = call(inputs)  # the output and the autograd graph's saved tensors stay alive: a training forward
+    after = _peak_rss_kib()
+    del y
+    return {"peak_growth_mb": (after - before) / 1024}
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (``VmHWM`` of /proc/self/status, Linux), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: the memory measurement needs Linux")
+
+
+def measure_memory(shapes: list[ml.Shape], progress: Progress) -> list[dict]:
+    jobs = [(s, v) for s in shapes for v in MEMORY_VARIANTS]
+    task = progress.add_task("dispatch memory", total=len(jobs))
+    records = []
+    for shape, variant in jobs:
+        progress.update(task, description=f"dispatch memory: {shape.name} {variant}")
+        inputs = ml.make_moe_inputs(ml.Shape(8, shape.D, shape.F, shape.E, shape.k), torch.float32, False, False, 0)
+        try:
+            if variant != "hf_loop":
+                resolve_backend(variant, inputs.x_TD, inputs.w1_EDF)
+        except ValueError as e:  # the backend declines these inputs
+            records.append({"shape": shape.name, "variant": variant, "status": "n/a", "reason": str(e)})
+            progress.advance(task)
+            continue
+        cmd = [sys.executable, __file__, "_memory", shape.name, variant, "fp32"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
+        elements = {"tkd_mb": shape.T * shape.k * shape.D * 4 / 2**20, "ted_mb": shape.T * shape.E * shape.D * 4 / 2**20}
+        records.append({"shape": shape.name, "variant": variant, "status": "ok", **json.loads(out.stdout), **elements})
+        progress.advance(task)
+    return records
+
+
+def profile_auto(shape: ml.Shape, dtype: str, top: int = 8) -> dict:
+    """Self CPU time by op of ``auto``, forward + backward, over three calls after a warm-up."""
+    inputs = ml.make_moe_inputs(shape, ml.DTYPES[dtype], False, True, 0)
+    case = ml.moe_case(lambda *a: moe_ffn(*a, backend="auto"), inputs, "gelu")
+    case.reset()
+    case.run(True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            case.reset()
+            case.run(True)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    ops = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count // 3} for e in events[:top]]
+    chosen = resolve_backend("auto", inputs.x_TD, inputs.w1_EDF).name
+    return {"shape": shape.name, "dtype": dtype, "backend": chosen, "ms_per_call": total / 3e3, "ops": ops}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> Path:
+    shapes = {k: ml.parse_shapes(v) for k, v in (QUICK if args.quick else {
+        "board": BOARD_SHAPES, "scaling": SCALING_SHAPES, "profile": PROFILE_SHAPE}).items()}
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    with Progress(transient=True, disable=args.no_progress) as progress:
+        board = time_rows(shapes["board"], list(ml.MODES), args.repeats, progress, "ideal fractions")
+        scaling = time_rows(shapes["scaling"], ["fwd+bwd"], args.repeats, progress, "scaling curve")
+        memory = measure_memory(shapes["board"], progress)
+        profile = profile_auto(shapes["profile"][0], "bf16")
+    results = {
+        "device": "cpu",  # moe_layer's inputs are CPU tensors
+        "machine": ml.header(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "command": "python benchmarks/kernels_board.py run" + (" --quick" if args.quick else ""),
+        "repeats": args.repeats,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "seconds": round(time.perf_counter() - start, 1),
+        "board": board,
+        "scaling": scaling,
+        "memory": memory,
+        "profile": profile,
+    }
+    path = args.results / f"{results['device']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+
+
+def _cell(records: list[dict], variant: str) -> str:
+    rec = next((r for r in records if r["variant"] == variant), None)
+    if rec is None:
+        return "–"
+    if rec["status"] != "ok":
+        return rec["status"]
+    ms = rec["median_ms"]
+    return f"{rec['fraction_of_ideal']:.2f} ({ml.format_ms(ms)})"
+
+
+def _row_groups(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["shape"], r["dtype"], r["mode"]), []).append(r)
+    return groups
+
+
+def ideal_table(records: list[dict]) -> list[str]:
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
+    lines = [
+        "| shape | dtype | mode | ideal ms | auto → | " + " | ".join(variants) + " |",
+        "|---|---|---|---|---|" + "---|" * len(variants),
+    ]
+    for (shape, dtype, mode), recs in _row_groups(records).items():
+        ok = {r["variant"]: r for r in recs if r["status"] == "ok"}
+        ideal = min((ok[n] for n in ml.IDEALS if n in ok), key=lambda r: r["median_ms"])
+        timed = [v for v in variants if v in ok and v != "auto"]
+        best = min(timed, key=lambda v: ok[v]["median_ms"]) if timed else None
+        cells = [f"**{_cell(recs, v)}**" if v == best else _cell(recs, v) for v in variants]
+        lead = [shape, dtype, mode, f"{ml.format_ms(ideal['median_ms'])} ({ideal['variant'].removeprefix('ideal_')})"]
+        lines.append("| " + " | ".join([*lead, recs[0]["auto_backend"], *cells]) + " |")
+    return lines
+
+
+def _record(records: list[dict], shape: str, dtype: str, mode: str, variant: str) -> dict | None:
+    for r in records:
+        if (r["shape"], r["dtype"], r["mode"], r["variant"], r["status"]) == (shape, dtype, mode, variant, "ok"):
+            return r
+    return None
+
+
+def scaling_summary(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per dtype and variant (ideal_mm included): slowest / fastest time along the curve."""
+    out: dict[str, dict[str, float]] = {}
+    for dtype in ml.DTYPES:
+        for variant in (*VARIANTS, "ideal_mm"):
+            times = [r["median_ms"] for r in records if r["dtype"] == dtype and r["variant"] == variant and r["status"] == "ok"]
+            if len(times) > 1:
+                out.setdefault(dtype, {})[variant] = max(times) / min(times)
+    return out
+
+
+def targets(results: dict) -> list[str]:
+    board, scaling, memory = results["board"], results["scaling"], results["memory"]
+    lines = ["| target | measured (auto → backend) | met |", "|---|---|---|"]
+
+    def verdict(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    for shape, dtype, minimum in IDEAL_TARGETS:
+        r = _record(board, shape, dtype, "fwd+bwd", "auto")
+        if r is None:
+            continue
+        lines.append(
+            f"| fwd+bwd ≥ {minimum}× ideal, {shape}, {dtype} | {r['fraction_of_ideal']:.2f} ({r['auto_backend']}) "
+            f"| {verdict(r['fraction_of_ideal'] >= minimum)} |"
+        )
+    shape, dtype, minimum = SPEEDUP_TARGET
+    auto, hf = _record(board, shape, dtype, "fwd+bwd", "auto"), _record(board, shape, dtype, "fwd+bwd", "hf_loop")
+    if auto and hf:
+        speedup = hf["median_ms"] / auto["median_ms"]
+        lines.append(
+            f"| fwd+bwd ≥ {minimum}× faster than hf_loop, {shape}, {dtype} | {speedup:.2f}× ({auto['auto_backend']}) "
+            f"| {verdict(speedup >= minimum)} |"
+        )
+    growth = memory_growth_with_e(memory)
+    if growth:
+        variant, (small, large, ratio) = max(growth.items(), key=lambda item: item[1][2])
+        lines.append(
+            f"| dispatch memory O(T·k·D), never O(T·E·D) | peak at {large} / at {small} (T·E·D ×2, T·k·D same): "
+            f"≤ {ratio:.2f}× (worst: {variant}) | {verdict(ratio <= MEMORY_FLAT)} |"
+        )
+    for dtype, spans in scaling_summary(scaling).items():
+        if "auto" in spans:
+            ideal = f" (the dense ideal itself: {spans['ideal_mm']:.2f}×)" if "ideal_mm" in spans else ""
+            lines.append(
+                f"| time vs E at fixed active FLOPs flat within {FLAT_TARGET}×, {dtype} | {spans['auto']:.2f}×{ideal} "
+                f"| {verdict(spans['auto'] <= FLAT_TARGET)} |"
+            )
+    return lines
+
+
+def memory_growth_with_e(memory: list[dict]) -> dict[str, tuple[str, str, float]]:
+    """Per backend (hf_loop aside): peak memory growth between two board shapes that differ only in E.
+
+    The O(T·k·D) test: T·E·D doubles from E64 to E128 at the same T, k, D, F, so a dispatch that held anything
+    per (token, expert) pair would grow with it."""
+    small, large = MEMORY_PAIR
+    out = {}
+    for variant in MEMORY_VARIANTS:
+        if variant == "hf_loop":
+            continue
+        peak = {m["shape"]: m["peak_growth_mb"] for m in memory if m["variant"] == variant and m["status"] == "ok"}
+        if small in peak and large in peak and peak[small] > 0:
+            out[variant] = (small, large, peak[large] / peak[small])
+    return out
+
+
+def memory_table(memory: list[dict]) -> list[str]:
+    lines = ["| shape | T·k·D MB | T·E·D MB | " + " | ".join(MEMORY_VARIANTS) + " |", "|---|---|---|" + "---|" * len(MEMORY_VARIANTS)]
+    by_shape: dict[str, dict[str, dict]] = {}
+    for m in memory:
+        by_shape.setdefault(m["shape"], {})[m["variant"]] = m
+    for shape, recs in by_shape.items():
+        ref = next((r for r in recs.values() if r["status"] == "ok"), None)
+        if ref is None:
+            continue
+        cells = [
+            f"{recs[v]['peak_growth_mb']:.0f}" if v in recs and recs[v]["status"] == "ok" else recs.get(v, {}).get("status", "–")
+            for v in MEMORY_VARIANTS
+        ]
+        lines.append(f"| {shape} | {ref['tkd_mb']:.0f} | {ref['ted_mb']:.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def scaling_table(records: list[dict]) -> list[str]:
+    variants = [v for v in VARIANTS if any(r["variant"] == v and r["status"] == "ok" for r in records)]
+    lines = ["| shape | dtype | ideal ms | " + " | ".join(f"{v} ms" for v in variants) + " |", "|---|---|---|" + "---|" * len(variants)]
+    for (shape, dtype, _mode), recs in _row_groups(records).items():
+        ok = {r["variant"]: r for r in recs if r["status"] == "ok"}
+        ideal = min(ok[n]["median_ms"] for n in ml.IDEALS if n in ok)
+        cells = [ml.format_ms(ok[v]["median_ms"]) if v in ok else "–" for v in variants]
+        lines.append(f"| {shape} | {dtype} | {ml.format_ms(ideal)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def profile_table(profile: dict) -> list[str]:
+    lines = [
+        f"`auto` → `{profile['backend']}` on {profile['shape']} {profile['dtype']}, forward + backward, "
+        f"{profile['ms_per_call']:.1f} ms per call under the profiler (self CPU time by op):",
+        "",
+        "| op | share | calls per step |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{o['op']}` | {o['share']:.0%} | {o['calls']} |" for o in profile["ops"]]
+    return lines
+
+
+def plot_scaling(sections: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, dtype in zip(axes, ml.DTYPES, strict=True):
+        for results in sections:
+            recs = [r for r in results["scaling"] if r["dtype"] == dtype and r["status"] == "ok"]
+            for variant in (*VARIANTS, "ideal_mm"):
+                pts = sorted((r["E"], r["median_ms"]) for r in recs if r["variant"] == variant)
+                if pts:
+                    style = "k--" if variant == "ideal_mm" else "o-"
+                    label = variant if len(sections) == 1 else f"{variant} ({results['device']})"
+                    ax.plot(*zip(*pts, strict=True), style, label=label)
+        ax.set(xscale="log", yscale="log", xlabel="experts E (k = E/8, k·F fixed)", ylabel="fwd+bwd ms", title=dtype)
+        ax.set_xticks([8, 16, 32, 64, 128], labels=["8", "16", "32", "64", "128"])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MoE expert FFN: time vs number of experts at fixed active FLOPs")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def render_markdown(sections: list[dict]) -> str:
+    out = [
+        "# Kernels — MoE expert-FFN dispatch against the dense ideal",
+        "",
+        "<!-- generated by `python benchmarks/kernels_board.py render` from leaderboards/results/kernels/; do not edit -->",
+        "",
+        "Fraction of the dense-equivalent ideal = t_ideal / t_backend, where t_ideal is the faster of one dense GEMM "
+        "chain with the same active FLOPs and a batched chain under perfectly uniform load (shared/docs/KERNELS.md "
+        "§6). Cells: `fraction (median ms)`, best backend of the row in bold; `auto →` is what task models get "
+        "through `zoo.moe`. GELU experts, top-k of seeded random logits (near-uniform load), forward + backward "
+        "with gradients for x, the expert weights and the routing weights. On a 2-core CPU differences under ~10 % "
+        "are noise. Measured by `benchmarks/kernels_board.py run` (timing code: `benchmarks/moe_layer.py`).",
+    ]
+    for results in sections:
+        load = results["load_average"]
+        out += [
+            "",
+            f"## {results['device'].upper()}: {results['machine']}",
+            "",
+            f"{results['date']}, commit `{results['commit']}`, `{results['command']}`, median of {results['repeats']}, "
+            f"{results['seconds']:.0f} s; 1-min load average {load[0]} before, {load[1]} after.",
+            "",
+            "### Targets (issue 6), for `auto`",
+            "",
+            *targets(results),
+            "",
+            "### Fraction of the dense ideal",
+            "",
+            *ideal_table(results["board"]),
+            "",
+            "### Dispatch memory",
+            "",
+            "Peak resident-memory growth (MB) of one training forward (output and saved tensors alive, inputs "
+            "excluded), fp32, each backend in a fresh process; T·k·D and T·E·D are the sizes of one fp32 activation "
+            "per routed slot and per (token, expert) pair.",
+            "",
+            *memory_table(results["memory"]),
+            "",
+            "### Scaling: time vs E at fixed active FLOPs",
+            "",
+            "k = E/8 and F = 1024/k, so the active FLOPs per token and the rows per expert stay fixed while the "
+            f"experts get smaller. Plot: [kernels.scaling.png]({PLOT.name}).",
+            "",
+            *scaling_table(results["scaling"]),
+            "",
+            "### Where the time goes",
+            "",
+            *profile_table(results["profile"]),
+        ]
+    return "\n".join(out) + "\n"
+
+
+def load_sections(results_dir: Path) -> list[dict]:
+    paths = sorted(results_dir.glob("*.json"))
+    if not paths:
+        raise SystemExit(f"no results in {results_dir}: run `python benchmarks/kernels_board.py run` first")
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def render(results_dir: Path, board: Path, plot: Path | None, check: bool) -> int:
+    text = render_markdown(load_sections(results_dir))
+    if check:
+        if not board.exists() or board.read_text() != text:
+            print(f"{board} is stale: run `python benchmarks/kernels_board.py render`", file=sys.stderr)
+            return 6
+        return 0
+    atomic_write_text(board, text)
+    if plot is not None:
+        plot_scaling(load_sections(results_dir), plot)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="measure on this machine, write the results JSON and render the board")
+    r.add_argument("--repeats", type=int, default=5, help="timed rounds per variant; the median is kept (default 5)")
+    r.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run, not a measurement")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--results", type=Path, default=RESULTS, help=f"results folder (default {RESULTS.relative_to(ROOT)})")
+    r.add_argument("--board", type=Path, default=BOARD, help=f"Markdown to write (default {BOARD.relative_to(ROOT)})")
+    d = sub.add_parser("render", help="render the board (and its plot) from the results JSON")
+    d.add_argument("--check", action="store_true", help="exit 6 if the committed board differs from its results")
+    d.add_argument("--results", type=Path, default=RESULTS)
+    d.add_argument("--board", type=Path, default=BOARD)
+    m = sub.add_parser("_memory")  # internal: one memory measurement in a fresh process
+    m.add_argument("shape")
+    m.add_argument("variant")
+    m.add_argument("dtype")
+    args = p.parse_args(argv)
+    if args.cmd == "_memory":
+        print(json.dumps(peak_memory_child(ml.parse_shapes(args.shape)[0], args.variant, args.dtype)))
+        return 0
+    plot = PLOT if args.board == BOARD else args.board.with_suffix(".scaling.png")
+    if args.cmd == "render":
+        return render(args.results, args.board, plot, args.check)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    path = run(args)
+    print(f"wrote {path}")
+    render(args.results, args.board, plot, check=False)
+    print(f"wrote {args.board} and {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
