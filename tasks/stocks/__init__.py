@@ -18,11 +18,13 @@ from .config import NEURAL_ARCHS, StocksConfig
 from .data import StockDataModule
 from .evaluation import evaluate
 from .model import MIGA, GRUScorer, MoEScorer, StocksModule
+from .predict import predict
 
 
 def build_datamodule(cfg: StocksConfig) -> StockDataModule:
     d = cfg.data
-    return StockDataModule(d.source, d.path, lookback=d.lookback, split=tuple(d.split), panel_kwargs=d.panel)
+    return StockDataModule(d.source, d.path, lookback=d.lookback, split=tuple(d.split), panel_kwargs=d.panel,
+                           max_instruments=d.max_instruments, max_days=d.max_days)
 
 
 def build_model(cfg: StocksConfig, dm: StockDataModule) -> nn.Module:
@@ -51,6 +53,7 @@ TASK = TaskSpec(
     build_datamodule=build_datamodule,
     build_module=build_module,
     needs_fit=lambda cfg: cfg.model.arch in NEURAL_ARCHS,
+    predict=predict,
     extras=("stocks",),
     evaluate=evaluate,
 )

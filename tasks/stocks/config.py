@@ -20,13 +20,17 @@ class DataConfig:
     file format read from ``path`` (``csv``: a long ``date,instrument,open,high,low,close,volume`` file; ``qlib``:
     a Qlib provider directory). ``panel`` holds loader options (e.g. ``n_stocks``, ``n_days``, ``seed`` of the
     style panel; ``market`` of a Qlib directory). ``split``: train/valid/test fractions of the days after the
-    60-day feature warm-up, in time order. ``lookback``: days of features the sequence encoder reads."""
+    60-day feature warm-up, in time order. ``lookback``: days of features the sequence encoder reads.
+    ``max_instruments``/``max_days`` keep the first instruments (by name) and the last days of any panel (the
+    recipes' smoke tier)."""
 
     source: str = "style_panel"
     path: str | None = None
     lookback: int = 20
     split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
     panel: dict[str, Any] = field(default_factory=dict)
+    max_instruments: int | None = None
+    max_days: int | None = None
 
     def __post_init__(self) -> None:
         check_arg(self.lookback >= 1, "data.lookback", self.lookback, "a positive number of days")

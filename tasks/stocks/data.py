@@ -9,7 +9,7 @@ split is chronological (``features.chronological_split``) after a warm-up of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightning as L
 import numpy as np
@@ -27,7 +27,8 @@ STAGES = ("train", "valid", "test")
 
 @dataclass
 class DayBatch:
-    """One day's cross-section (see the module docstring); ``x`` is ``[S, L, F]``."""
+    """One day's cross-section (see the module docstring); ``x`` is ``[S, L, F]``. A dataclass, so Lightning
+    moves its tensors to the device as it does for tuples and dicts."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -36,9 +37,6 @@ class DayBatch:
     inst: torch.Tensor
     day: int
 
-    def to(self, device: torch.device | str) -> DayBatch:
-        return DayBatch(self.x.to(device), self.y.to(device), self.ret.to(device), self.group.to(device),
-                        self.inst.to(device), self.day)
 
 
 def group_codes(panel: Panel, fs: FeatureSet) -> tuple[np.ndarray, list[str]]:
@@ -52,6 +50,23 @@ def group_codes(panel: Panel, fs: FeatureSet) -> tuple[np.ndarray, list[str]]:
     filled = wide.ffill().bfill()  # a constant sector is stated once per instrument; styles are per day
     codes[:] = filled.fillna(-1).to_numpy(np.int64)
     return codes, names
+
+
+def subset(panel: Panel, max_instruments: int | None, max_days: int | None) -> Panel:
+    """The panel restricted to its first ``max_instruments`` instruments by name and its last ``max_days`` days."""
+    prices = panel.prices
+    if max_instruments is not None:
+        keep = sorted(prices["instrument"].unique())[:max_instruments]
+        prices = prices[prices["instrument"].isin(keep)]
+    if max_days is not None:
+        days = np.sort(prices["date"].unique())[-max_days:]
+        prices = prices[prices["date"].isin(days)]
+    if prices is panel.prices:
+        return panel
+    groups = panel.groups
+    if groups is not None:
+        groups = groups[pd.MultiIndex.from_frame(prices[["date", "instrument"]])]
+    return replace(panel, prices=prices.reset_index(drop=True), groups=groups)
 
 
 class DayDataset(Dataset):
@@ -99,6 +114,8 @@ class StockDataModule(L.LightningDataModule):
         lookback: days of features per sample (the sequence the encoder reads).
         split: train/valid/test fractions of the days after the warm-up.
         panel_kwargs: passed to the panel loader (e.g. ``n_stocks`` of the style panel, ``market`` of Qlib).
+        max_instruments, max_days: keep the first instruments (by name) and the last days of the panel, whatever
+            its source (smoke runs).
     """
 
     def __init__(
@@ -110,6 +127,8 @@ class StockDataModule(L.LightningDataModule):
         split: tuple[float, float, float] = (0.6, 0.2, 0.2),
         panel_kwargs: dict | None = None,
         warmup: int | None = None,
+        max_instruments: int | None = None,
+        max_days: int | None = None,
     ) -> None:
         super().__init__()
         if lookback < 1:
@@ -119,13 +138,14 @@ class StockDataModule(L.LightningDataModule):
         self.source, self.path, self.lookback, self.split_fractions = source, path, lookback, tuple(split)
         self.panel_kwargs = dict(panel_kwargs or {})
         self.warmup = max(WINDOWS) if warmup is None else warmup
+        self.max_instruments, self.max_days = max_instruments, max_days
         self.panel: Panel | None = None
 
     def prepare(self) -> None:
         """Load the panel, compute features, fit the scaler on training days; idempotent."""
         if self.panel is not None:
             return
-        self.panel = load_panel(self.source, self.path, **self.panel_kwargs)
+        self.panel = subset(load_panel(self.source, self.path, **self.panel_kwargs), self.max_instruments, self.max_days)
         self.features = build_features(self.panel.prices)
         self.splits = chronological_split(self.features.days, self.split_fractions, first=self.warmup)
         train_rows = self.features.x[self.splits["train"]][self.features.tradable[self.splits["train"]]]

@@ -87,4 +87,8 @@ def evaluate(cfg: StocksConfig, trainer, module, dm: StockDataModule) -> dict[st
     if run_dir is not None and run_dir.is_dir():
         atomic_write_text(run_dir / "test_scores.csv", frame.to_csv(index=False))
         atomic_write_text(run_dir / "backtest.csv", daily.to_csv())
-    return {f"test/{k}": v for k, v in metrics.items()}
+    out = {f"test/{k}": v for k, v in metrics.items()}
+    if getattr(module, "best_epoch", None) is not None:
+        out["train/best_epoch"] = float(module.best_epoch)
+        out["val/best_ic"] = float(module.best_ic)
+    return out

@@ -21,8 +21,6 @@ routers' auxiliary losses. Scores are only compared within a day, so no output n
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
@@ -200,18 +198,34 @@ class MIGA(nn.Module):
 
 class StocksModule(ZooModule):
     """One day per step: loss = −IC of the day's scores (+ the model's aux losses); IC and RankIC logged per
-    stage as the mean over days."""
+    stage as the mean over days.
+
+    The weights of the epoch with the best validation IC are restored when fitting ends (Qlib's models keep
+    their best validation epoch the same way): on a few hundred days these models overfit within a few epochs.
+    """
 
     def __init__(self, model: nn.Module, optim: OptimConfig | None = None) -> None:
         super().__init__(model, optim=optim, metrics=MetricCollection({"ic": DailyIC(), "rank_ic": DailyIC(rank=True)}))
+        self.best_ic: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.val_metrics is None:
+            return
+        ic = float(self.val_metrics["ic"].compute())
+        if self.best_ic is None or ic > self.best_ic:
+            self.best_ic, self.best_epoch = ic, self.current_epoch
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_fit_end(self) -> None:
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
 
     def step(self, batch: DayBatch) -> StepOutput:
         out: ModelOutput = self.model(batch.x, batch.group)
         loss = -pearson(out.pred, batch.y)
         return StepOutput(loss, out.pred.detach(), batch.y, out.aux, out.stats, batch_size=1)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, DayBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     @torch.no_grad()
     def score(self, batch: DayBatch) -> tuple[torch.Tensor, torch.Tensor]:
