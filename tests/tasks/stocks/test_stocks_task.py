@@ -121,3 +121,13 @@ def test_predict_refuses_close_only_input_in_one_line(trained, tmp_path, capsys)
 def test_unknown_source_is_a_clear_error():
     with pytest.raises(ZooValueError, match="style_panel"):
         StockDataModule("nope").setup("fit")
+
+
+def test_plots_read_the_run_files(trained, tmp_path):
+    from zoo.tasks.stocks.plots import plot_excess, plot_routing
+
+    _, _, root = trained
+    runs = {"miga": root / "run"}
+    assert plot_excess("tiny", runs, tmp_path / "excess.png").stat().st_size > 0
+    routing = plot_routing("tiny", runs, ["low_vol", "momentum", "reversal", "value"], tmp_path / "routing.png")
+    assert routing is not None and routing.stat().st_size > 0
