@@ -38,7 +38,6 @@ class DayBatch:
     day: int
 
 
-
 def group_codes(panel: Panel, fs: FeatureSet) -> tuple[np.ndarray, list[str]]:
     """``[day, instrument]`` integer group codes (−1: none) and the group names, from the panel's labels."""
     codes = np.full((len(fs.days), len(fs.instruments)), -1, dtype=np.int64)

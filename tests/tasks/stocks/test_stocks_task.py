@@ -17,6 +17,7 @@ from zoo.tasks.stocks import TASK
 from zoo.tasks.stocks.config import StocksConfig
 from zoo.tasks.stocks.data import StockDataModule, subset
 from zoo.tasks.stocks.evaluation import evaluate_frame
+from zoo.tasks.stocks.features import RobustScaler
 from zoo.tasks.stocks.panel import load_panel
 
 TINY = {"n_stocks": 24, "n_days": 160}
@@ -38,7 +39,11 @@ def test_day_batches_are_one_labelled_cross_section(dm):
     assert dm.num_groups == 4 and dm.group_names == sorted(dm.group_names)
     days = {s: set(dm.dataset(s).days.tolist()) for s in ("train", "valid", "test")}
     assert max(days["train"]) < min(days["valid"]) and max(days["valid"]) < min(days["test"])
-    # the scaler saw training days only: refitting it on them reproduces it
+    # the scaler saw training days only: refitting it on those rows reproduces it, on all rows it differs
+    fs, train = dm.features, dm.splits["train"]
+    refit = RobustScaler.fit(fs.x[train][fs.tradable[train]])
+    np.testing.assert_array_equal(refit.median, dm.scaler.median)
+    assert not np.array_equal(RobustScaler.fit(fs.x[fs.tradable]).median, dm.scaler.median)
     assert np.abs(dm.scaled).max() <= 3.0
 
 
