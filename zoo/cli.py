@@ -286,7 +286,10 @@ def _publish(args: argparse.Namespace) -> int:
         raise ZooValueError(f"--run {run_dir}: no results.json (train and test it first)")
     metrics = json.loads(results_path.read_text())["metrics"]
     loaded = api.build_from_config(spec, cfg)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    # A task that keeps its best validation epoch (stocks) leaves best.ckpt: the weights its test metrics used.
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    if not ckpt.exists():
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
     if ckpt.exists():
         loaded.module.load_state_dict(hub.load_checkpoint(ckpt)["state_dict"])
     model = loaded.module.model

@@ -21,6 +21,8 @@ routers' auxiliary losses. Scores are only compared within a day, so no output n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
@@ -202,6 +204,8 @@ class StocksModule(ZooModule):
 
     The weights of the epoch with the best validation IC are restored when fitting ends (Qlib's models keep
     their best validation epoch the same way): on a few hundred days these models overfit within a few epochs.
+    They are also saved as ``checkpoints/best.ckpt`` in the run, which ``zoo weights publish`` prefers to
+    ``last.ckpt``, so published weights are the ones the test metrics were computed with.
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig | None = None) -> None:
@@ -219,8 +223,12 @@ class StocksModule(ZooModule):
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def on_fit_end(self) -> None:
-        if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+        if self._best_state is None:
+            return
+        self.model.load_state_dict(self._best_state)
+        checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
+        if checkpoints.is_dir():
+            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
 
     def step(self, batch: DayBatch) -> StepOutput:
         out: ModelOutput = self.model(batch.x, batch.group)

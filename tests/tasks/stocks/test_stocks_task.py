@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from zoo import api, hub
 from zoo.cli import main
@@ -85,6 +86,9 @@ def test_training_by_name_reports_qlib_metrics(trained):
     for key in ("test/ic", "test/icir", "test/rank_ic", "test/rank_icir", "test/excess_return",
                 "test/information_ratio", "test/max_drawdown", "test/nmi", "val/best_ic"):
         assert np.isfinite(result.metrics[key]), key
+    best = hub.load_checkpoint(root / "run" / "checkpoints" / "best.ckpt")["state_dict"]
+    for name, value in result.module.model.state_dict().items():  # what the test metrics were computed with
+        assert torch.equal(best[f"model.{name}"], value), name
     scores = pd.read_csv(root / "run" / "test_scores.csv")
     assert {"date", "instrument", "score", "label", "ret", "group", "cluster"} <= set(scores.columns)
 
