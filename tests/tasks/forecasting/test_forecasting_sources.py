@@ -107,7 +107,7 @@ def test_unknown_set_suggests_a_name():
 ])
 def test_missing_carrier_names_the_install_command(monkeypatch, name, package, command):
     real = importlib.util.find_spec
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
     with pytest.raises(ZooValueError, match=rf"package is not installed; run: {command}$"):
         load_set(name)
 
