@@ -140,3 +140,13 @@ def test_plots_read_the_run_files(trained, tmp_path):
     assert plot_excess("tiny", runs, tmp_path / "excess.png").stat().st_size > 0
     routing = plot_routing("tiny", runs, ["low_vol", "momentum", "reversal", "value"], tmp_path / "routing.png")
     assert routing is not None and routing.stat().st_size > 0
+
+
+def test_shipped_weights_load_by_name_offline_and_rank(tmp_path):
+    prices = load_panel("style_panel", n_stocks=5, n_days=90, seed=11).prices
+    src = tmp_path / "p.csv"
+    _write_csv(src, prices)
+    loaded = api.load_weights("stocks/miga_g4e4.style-panel")  # sha256-verified, rebuilt from its YAML
+    rows = TASK.predict(loaded, src)
+    assert sorted(r["rank"] for r in rows) == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["score"]) for r in rows)
