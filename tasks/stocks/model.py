@@ -28,6 +28,7 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 
 from zoo.errors import check_arg
+from zoo.kernels import weighted_sum
 from zoo.module import ModelOutput, OptimConfig, StepOutput, ZooModule
 from zoo.moe import FFNExperts, MoEConfig, MoELayer, TopKRouter, routing_stats
 
@@ -180,19 +181,19 @@ class MIGA(nn.Module):
         h = self.encoder(x_SLF)
         routing = self.router(h)
         scores_SN = self.head(self.expert_outputs(h)).squeeze(-1)
-        S, n = scores_SN.shape
+        n = scores_SN.shape[1]
         if self.oracle:
             check_arg(group_S is not None and bool((group_S >= 0).all()), "group", None,
                       "true style labels for every stock (oracle routing needs a panel with known styles)")
             check_arg(int(group_S.max()) < self.G, "model.groups", self.G, f"> the largest style id {int(group_S.max())}")
-            weights_SN = torch.zeros_like(scores_SN)
-            cols = group_S[:, None] * self.E + torch.arange(self.E, device=h.device)
-            weights_SN.scatter_(1, cols, 1.0 / self.E)
+            ids = group_S[:, None] * self.E + torch.arange(self.E, device=h.device)  # the style's group, equal weights
+            weights = torch.full(ids.shape, 1.0 / self.E, device=h.device)
             chosen = group_S
         else:
-            weights_SN = torch.zeros_like(scores_SN).scatter(1, routing.ids, routing.weights.to(scores_SN.dtype))
-            chosen = torch.div(routing.ids[:, 0], self.E, rounding_mode="floor")  # the group of the first expert
-        pred = (weights_SN * scores_SN).sum(-1)
+            ids, weights = routing.ids, routing.weights
+            chosen = torch.div(ids[:, 0], self.E, rounding_mode="floor")  # the group of the first expert
+        # the zoo's deterministic combine over the k chosen experts' scores
+        pred = weighted_sum(scores_SN.gather(1, ids).unsqueeze(-1), weights, scores_SN.dtype).squeeze(-1)
         stats = routing_stats(routing.ids, routing.logits, routing.ids, n)
         aux = {} if self.oracle else {f"router/{k}": v for k, v in routing.aux.items()}
         return ModelOutput(pred, aux, {"router": stats}, {"cluster": chosen})
