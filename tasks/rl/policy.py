@@ -1,0 +1,138 @@
+"""PMOE's Gaussian-mixture actor and its estimator (Ren et al. 2021, "Probabilistic Mixture-of-Experts for
+Efficient Deep Reinforcement Learning"; shared/docs/TASKS.md §6).
+
+``π(a|s) = Σ_k w_k(s) · tanh_# N(μ_k(s), σ_k(s))``: a shared ReLU trunk, K Gaussian expert heads (``zoo.moe``
+``ModuleExperts``, every head evaluated) and a gate (a ``zoo.moe`` ``SoftRouter`` on the raw state, as in the
+reference code: its own linear layer, softmax weights). Actions are squashed by tanh, with the change-of-variables
+correction in every log-density.
+
+The estimator (``pmoe_losses``): sample one action from *every* expert, let the critic pick the best one
+``k* = argmax_k Q(s, a_k)``, train only that expert (``α log π_{k*}(a_{k*}|s) − Q(s, a_{k*})``, the component
+density, as SAC's actor loss) and pull the gate toward the winner's one-hot ("frequency" loss
+``(1/K) Σ_k (w_k − 1[k = k*])²``, whose minimiser is ``w_k = P(k is best at s)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import check_arg
+from zoo.moe import ModuleExperts, SoftRouter
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def squashed_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``a = tanh(u)`` where ``u ~ N(mu, exp(log_std))``, summed over the action dims.
+
+    ``log p(a) = log N(u) − Σ log(1 − tanh(u)²)``; the correction is computed as ``2(log 2 − u − softplus(−2u))``,
+    which stays finite where ``tanh(u)`` rounds to ±1.
+    """
+    normal = -0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std - _LOG_SQRT_2PI
+    correction = 2 * (math.log(2) - u - F.softplus(-2 * u))
+    return (normal - correction).sum(-1)
+
+
+@dataclass
+class MixtureOutput:
+    """The actor's distribution at a batch of states: gate logits ``[B, K]``, expert means and log-stds ``[B, K, A]``."""
+
+    logits: torch.Tensor
+    mu: torch.Tensor
+    log_std: torch.Tensor
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=-1)
+
+
+class GaussianMixturePolicy(nn.Module):
+    """PMOE actor: trunk → K Gaussian heads (tanh-squashed), gate on the state.
+
+    Args:
+        obs_dim, act_dim: observation and action sizes (actions live in [−1, 1]^act_dim; scale outside).
+        num_experts: K (K = 1 is the unimodal SAC/PPO actor).
+        hidden, layers: width and depth of the ReLU trunk.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, num_experts: int = 4, hidden: int = 256, layers: int = 2) -> None:
+        super().__init__()
+        for name, value in (("obs_dim", obs_dim), ("act_dim", act_dim), ("num_experts", num_experts), ("hidden", hidden)):
+            check_arg(isinstance(value, int) and value > 0, name, value, "a positive int")
+        self.act_dim, self.num_experts = act_dim, num_experts
+        dims = [obs_dim] + [hidden] * layers
+        self.trunk = nn.Sequential(*(m for i in range(layers) for m in (nn.Linear(dims[i], dims[i + 1]), nn.ReLU())))
+        self.heads = ModuleExperts([nn.Linear(hidden, 2 * act_dim) for _ in range(num_experts)])
+        self.gate = SoftRouter(obs_dim, num_experts)
+
+    def forward(self, obs: torch.Tensor) -> MixtureOutput:
+        B, K = obs.shape[0], self.num_experts
+        h = self.trunk(obs)
+        ids = torch.arange(K, device=obs.device).expand(B, K)
+        out = self.heads(h, ids, None)  # [B, K, 2A]: every expert, unweighted
+        mu, log_std = out.split(self.act_dim, dim=-1)
+        return MixtureOutput(self.gate(obs.float()).logits, mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+
+    def sample_all(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, MixtureOutput]:
+        """One reparameterised action per expert ``a[B, K, A]`` and its component log-density ``log π_k(a_k|s)``."""
+        dist = self(obs)
+        u = dist.mu + dist.log_std.exp() * torch.randn_like(dist.mu)
+        return torch.tanh(u), squashed_log_prob(u, dist.mu, dist.log_std), dist
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Mixture log-density ``log Σ_k w_k π_k(a|s)`` of given actions in (−1, 1) (PPO's likelihood ratio)."""
+        dist = self(obs)
+        a = action.clamp(-1 + 1e-6, 1 - 1e-6)
+        u = torch.atanh(a).unsqueeze(1).expand_as(dist.mu)
+        return torch.logsumexp(torch.log_softmax(dist.logits, -1) + squashed_log_prob(u, dist.mu, dist.log_std), -1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Acting: pick an expert (the gate's most probable one, or a draw from it), then its mean or a sample."""
+        dist = self(obs)
+        k = dist.logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=dist.logits).sample()
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        mu, log_std = dist.mu[rows, k], dist.log_std[rows, k]
+        return torch.tanh(mu if deterministic else mu + log_std.exp() * torch.randn_like(mu))
+
+
+def frequency_loss(weights: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """PMOE's gate ("frequency") loss ``mean_b (1/K) Σ_k (w_bk − 1[k = k*_b])²``: minimised by ``w_k = P(k* = k)``."""
+    return ((weights - F.one_hot(best, weights.shape[-1]).to(weights.dtype)) ** 2).mean(-1).mean()
+
+
+@dataclass
+class PMOELosses:
+    actor: torch.Tensor
+    gate: torch.Tensor
+    best: torch.Tensor
+    entropy: torch.Tensor
+
+
+def pmoe_losses(
+    policy: GaussianMixturePolicy,
+    q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    obs: torch.Tensor,
+    alpha: float | torch.Tensor,
+) -> PMOELosses:
+    """PMOE's actor and gate losses for a batch of states.
+
+    ``q_fn(obs[N, O], actions[N, A]) → [N]`` is the critic (SAC: the min of the twin Qs); it is called once on all
+    B·K (state, expert action) pairs. ``best`` is ``k*`` per state; ``entropy`` is −mean log π_{k*} (for the
+    temperature update).
+    """
+    actions, logp, dist = policy.sample_all(obs)
+    B, K, A = actions.shape
+    q = q_fn(obs.repeat_interleave(K, dim=0), actions.reshape(B * K, A)).reshape(B, K)
+    best = q.detach().argmax(-1)
+    rows = torch.arange(B, device=obs.device)
+    logp_best, q_best = logp[rows, best], q[rows, best]
+    actor = (alpha * logp_best - q_best).mean()
+    return PMOELosses(actor, frequency_loss(dist.weights, best), best, -logp_best.detach().mean())
