@@ -1,6 +1,7 @@
 """RL policies: PMOE (probabilistic mixture-of-experts, Ren et al. 2021) for SAC and PPO.
 
-Work in progress (issue 8): the Gaussian-mixture actor and PMOE's estimator (``policy.py``) and the environment
-factory with the two-goal task (``envs.py``) exist and are tested; the SAC/PPO loops, training by name and the
-boards do not yet, so no ``TaskSpec`` is registered.
+Work in progress (issue 8): the Gaussian-mixture actor and PMOE's estimator (``policy.py``), the environment
+factory with the two-goal task (``envs.py``) and the SAC update with its replay buffer (``sac.py``) exist and are
+tested; the environment loop, PPO, the comparison estimators, training by name, evaluation, videos and the boards
+do not yet, so no ``TaskSpec`` is registered.
 """

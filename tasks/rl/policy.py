@@ -93,6 +93,16 @@ class GaussianMixturePolicy(nn.Module):
         u = torch.atanh(a).unsqueeze(1).expand_as(dist.mu)
         return torch.logsumexp(torch.log_softmax(dist.logits, -1) + squashed_log_prob(u, dist.mu, dist.log_std), -1)
 
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PMOE's acting and target-action rule: ``k ~ Cat(w(s))``, then ``a ~ π_k``; returns ``a``, the component
+        log-density ``log π_k(a|s)`` and ``k``."""
+        dist = self(obs)
+        k = torch.distributions.Categorical(logits=dist.logits.detach()).sample()
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        mu, log_std = dist.mu[rows, k], dist.log_std[rows, k]
+        u = mu + log_std.exp() * torch.randn_like(mu)
+        return torch.tanh(u), squashed_log_prob(u, mu, log_std), k
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Acting: pick an expert (the gate's most probable one, or a draw from it), then its mean or a sample."""

@@ -1,0 +1,132 @@
+"""SAC with a PMOE actor (K = 1 is plain SAC): twin critics with Polyak-averaged targets, automatic entropy
+tuning, and PMOE's best-of-K actor update (``policy.pmoe_losses``); a numpy replay buffer that can be saved with
+a checkpoint.
+
+Written here rather than taken from Stable-Baselines3: PMOE's actor step needs the critic on K candidate actions
+per state and a second (gate) loss from the same sample, which SB3's ``SAC.train`` does not expose without
+re-implementing it; the loop below is the ~100 lines that step needs, tested against known answers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import check_arg
+
+from .policy import GaussianMixturePolicy, pmoe_losses
+
+
+@dataclass
+class SACConfig:
+    """Hyper-parameters (PMOE's SAC demo: Adam 3e-4, twin Q, Polyak 0.01; batch and widths as SAC's defaults)."""
+
+    num_experts: int = 4
+    hidden: int = 256
+    lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.01
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    init_alpha: float = 0.2
+    target_entropy: float | None = None  # None: −act_dim
+
+
+class ReplayBuffer:
+    """A fixed-size ring buffer of transitions in float32 numpy arrays."""
+
+    def __init__(self, obs_dim: int, act_dim: int, size: int) -> None:
+        check_arg(size >= 1, "buffer_size", size, "a positive int")
+        self.obs = np.zeros((size, obs_dim), np.float32)
+        self.next_obs = np.zeros((size, obs_dim), np.float32)
+        self.act = np.zeros((size, act_dim), np.float32)
+        self.rew = np.zeros(size, np.float32)
+        self.done = np.zeros(size, np.float32)
+        self.size, self.pos, self.full = size, 0, False
+
+    def __len__(self) -> int:
+        return self.size if self.full else self.pos
+
+    def add(self, obs, act, rew: float, next_obs, done: bool) -> None:
+        i = self.pos
+        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.done[i] = obs, act, rew, next_obs, float(done)
+        self.pos = (i + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, len(self), size=batch_size)
+        return {k: torch.from_numpy(getattr(self, k)[idx]) for k in ("obs", "act", "rew", "next_obs", "done")}
+
+
+def mlp(inp: int, out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class TwinQ(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.q1, self.q2 = mlp(obs_dim + act_dim, 1, hidden), mlp(obs_dim + act_dim, 1, hidden)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, act], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+    def min(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(*self(obs, act))
+
+
+class SACAgent(nn.Module):
+    """Actor (PMOE mixture), twin critics and their targets, and the entropy temperature, with one ``update``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.actor = GaussianMixturePolicy(obs_dim, act_dim, cfg.num_experts, cfg.hidden)
+        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(float(np.log(cfg.init_alpha))))
+        self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One gradient step of critic, actor (+ gate) and temperature, then the Polyak target update."""
+        cfg, alpha = self.cfg, self.alpha
+        with torch.no_grad():  # target: r + γ(1 − d)(min Q'(s', a') − α log π_{k'}(a'|s')), k' ~ Cat(w(s'))
+            next_act, next_logp, _ = self.actor.sample(batch["next_obs"])
+            next_q = self.critic_target.min(batch["next_obs"], next_act) - alpha * next_logp
+            target = batch["rew"] + cfg.gamma * (1 - batch["done"]) * next_q
+        q1, q2 = self.critic(batch["obs"], batch["act"])
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        self.critic.requires_grad_(False)  # the actor step differentiates through Q w.r.t. actions only
+        losses = pmoe_losses(self.actor, self.critic.min, batch["obs"], alpha)
+        self.actor_opt.zero_grad()
+        (losses.actor + losses.gate).backward()
+        self.actor_opt.step()
+        self.critic.requires_grad_(True)
+
+        alpha_loss = self.log_alpha * (losses.entropy - self.target_entropy)
+        self.alpha_opt.zero_grad()
+        alpha_loss.backward()
+        self.alpha_opt.step()
+
+        with torch.no_grad():
+            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
+                tp.lerp_(p, cfg.tau)
+        return {"critic_loss": float(critic_loss.detach()), "actor_loss": float(losses.actor.detach()),
+                "gate_loss": float(losses.gate.detach()),
+                "alpha": float(self.alpha), "entropy": float(losses.entropy)}
