@@ -1,0 +1,45 @@
+"""Throughput of SAC with the PMOE actor on a gymnasium environment: env steps/s, updates/s, and the projected
+wall time of a 100k-step run (issue 8's target: ≤ 10 minutes on 2 cores).
+
+    .venv/bin/python benchmarks/rl_sac.py                          # Hopper-v5, K = 1 and 4, 3,000 steps
+    .venv/bin/python benchmarks/rl_sac.py --env TwoGoal-v0 --steps 2000 --experts 1 2
+
+Run it in a scratch directory or not: MuJoCo warnings go to logging, no MUJOCO_LOG.TXT is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from zoo.tasks.rl.envs import make_env
+from zoo.tasks.rl.loop import RunningNorm, train_off_policy
+from zoo.tasks.rl.sac import SACAgent, SACConfig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--steps", type=int, default=3000, help="environment steps per run (default 3000)")
+    p.add_argument("--start-steps", type=int, default=1000, help="random-action steps before updates (default 1000)")
+    p.add_argument("--experts", type=int, nargs="+", default=[1, 4], help="K values to time (default 1 4)")
+    args = p.parse_args()
+    env = make_env(args.env, seed=0)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    print(f"{args.env} · torch {torch.__version__} · threads {torch.get_num_threads()} · {args.steps} steps, "
+          f"{args.start_steps} random")
+    for k in args.experts:
+        torch.manual_seed(0)
+        agent = SACAgent(obs_dim, act_dim, SACConfig(num_experts=k))
+        start = time.perf_counter()
+        log = train_off_policy(env, agent, args.steps, start_steps=args.start_steps, norm=RunningNorm(obs_dim))
+        wall = time.perf_counter() - start
+        per_step = log.env_seconds / args.steps + (log.update_seconds / log.updates if log.updates else 0.0)
+        print(f"K={k}: {wall:.1f} s · env {args.steps / log.env_seconds:.0f} steps/s (acting included) · "
+              f"updates {log.updates / max(log.update_seconds, 1e-9):.0f}/s · 100k steps ≈ {per_step * 1e5 / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
