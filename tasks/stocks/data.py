@@ -68,6 +68,16 @@ def subset(panel: Panel, max_instruments: int | None, max_days: int | None) -> P
     return replace(panel, prices=prices.reset_index(drop=True), groups=groups)
 
 
+def feature_window(scaled: np.ndarray, day: int, inst: np.ndarray, lookback: int) -> np.ndarray:
+    """``[S, L, F]`` scaled features of instruments ``inst`` over the ``lookback`` days ending at ``day``; days
+    before the panel starts are zeros (Qlib's Fillna)."""
+    window = scaled[max(0, day - lookback + 1):day + 1, inst]  # [L', S, F]
+    if window.shape[0] < lookback:
+        pad = np.zeros((lookback - window.shape[0], *window.shape[1:]), dtype=window.dtype)
+        window = np.concatenate([pad, window])
+    return np.ascontiguousarray(window.transpose(1, 0, 2))
+
+
 class DayDataset(Dataset):
     """The days of one split; item i is that day's :class:`DayBatch` built on the fly from shared arrays."""
 
@@ -88,14 +98,9 @@ class DayDataset(Dataset):
     def __getitem__(self, i: int) -> DayBatch:
         day = int(self.days[i])
         inst = self._instruments(day)
-        L_ = self.dm.lookback
-        window = self.dm.scaled[max(0, day - L_ + 1):day + 1, inst]  # [L', S, F]
-        if window.shape[0] < L_:
-            pad = np.zeros((L_ - window.shape[0], *window.shape[1:]), dtype=window.dtype)
-            window = np.concatenate([pad, window])
         fs = self.dm.features
         return DayBatch(
-            x=torch.from_numpy(np.ascontiguousarray(window.transpose(1, 0, 2))),
+            x=torch.from_numpy(feature_window(self.dm.scaled, day, inst, self.dm.lookback)),
             y=torch.from_numpy(fs.label[day, inst].astype(np.float32)),
             ret=torch.from_numpy(fs.ret[day, inst].astype(np.float32)),
             group=torch.from_numpy(self.dm.groups[day, inst]),

@@ -21,8 +21,9 @@ import torch
 from zoo.errors import ZooValueError
 from zoo.io import atomic_write_text
 
+from .baselines import TabularBaseline
+from .data import feature_window
 from .features import build_features
-from .model import StocksModule
 from .panel import load_csv
 
 COLUMNS = ("rank", "instrument", "date", "score", "history_days")
@@ -35,9 +36,7 @@ def predict(loaded: Any, input_path: str | Path, *, out: str | Path | None = Non
     as CSV. Options other than ``out`` (``--horizon``, ``--plot``) do not apply to this task and are ignored.
     """
     module = loaded.module
-    if not isinstance(module, StocksModule) or not isinstance(module.model, torch.nn.Module) or not any(
-        True for _ in module.model.parameters()
-    ):
+    if isinstance(module.model, TabularBaseline):
         raise ZooValueError("stocks predictions need trained network weights (gru, moe or miga)")
     dm = loaded.datamodule
     panel = load_csv(input_path)
@@ -54,13 +53,11 @@ def predict(loaded: Any, input_path: str | Path, *, out: str | Path | None = Non
     if inst.size < 2:
         raise ZooValueError(f"{input_path}: only {inst.size} instrument(s) trade on the last date "
                             f"{fs.days[day].date()}; scoring ranks at least 2")
-    scaled = dm.scaler.transform(fs.x[max(0, day - dm.lookback + 1):day + 1, inst])
-    if scaled.shape[0] < dm.lookback:
-        pad = np.zeros((dm.lookback - scaled.shape[0], *scaled.shape[1:]), dtype=scaled.dtype)
-        scaled = np.concatenate([pad, scaled])
+    scaled = dm.scaler.transform(fs.x[max(0, day - dm.lookback + 1):day + 1])
+    x = feature_window(scaled, scaled.shape[0] - 1, inst, dm.lookback)
     module.model.eval()
     with torch.no_grad():
-        scores = module.model(torch.from_numpy(np.ascontiguousarray(scaled.transpose(1, 0, 2)))).pred.double().numpy()
+        scores = module.model(torch.from_numpy(x)).pred.double().numpy()
     history = panel.prices.groupby("instrument").size()
     order = np.argsort(-scores, kind="stable")
     rows = [
