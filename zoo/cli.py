@@ -236,14 +236,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = api.load_task(args.task)
     if spec.predict is None:
         raise ZooValueError(f"task {spec.name!r} has no predict yet")
+    if args.input is None and spec.predict_input_required:
+        raise ZooValueError(f"zoo predict {spec.name} needs INPUT (see zoo predict --help)")
     loaded = api.load_weights(args.weights)
+    if loaded.task.name != spec.name:
+        raise ZooValueError(f"--weights {args.weights} belongs to task {loaded.task.name!r}, not {spec.name!r}")
     # Task-specific options go through only when given, so a task without them keeps its own defaults.
-    options = {k: v for k, v in (("fill", args.fill), ("levels", args.level)) if v is not None}
+    given = (("fill", args.fill), ("levels", args.level), ("episodes", args.episodes), ("video", args.video))
+    options = {k: v for k, v in given if v is not None}
     rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot, **options)
     columns = list(rows[0]) if rows else []
     cells = [[_fmt(v) if isinstance(v, float) else "" if v is None else v for v in r.values()] for r in rows]
     _emit(args, rows, f"{spec.name}: {args.weights}", columns, cells)
-    for label, path in (("wrote", args.out), ("plot", args.plot)):
+    for label, path in (("wrote", args.out), ("plot", args.plot), ("video", args.video)):
         if path:
             print(f"{label} {path}", file=sys.stderr)
     return 0
@@ -394,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = add("predict", cmd_predict, "predict with published weights on your own input")
     pr.add_argument("task")
-    pr.add_argument("input", metavar="INPUT", help="forecasting: a CSV, long (id,timestamp,value; id and timestamp "
-                    "optional) or wide (timestamp column + one column per series)")
+    pr.add_argument("input", metavar="INPUT", nargs="?", help="forecasting: a CSV, long (id,timestamp,value; id and "
+                    "timestamp optional) or wide (timestamp column + one column per series); stocks: a long price "
+                    "CSV; rl: optional environment id (default: the one the agent was trained on)")
     pr.add_argument("--weights", required=True, metavar="ID|PATH")
     pr.add_argument("--horizon", type=int, help="forecasting: steps ahead (default: the trained horizon)")
     pr.add_argument("--out", metavar="FILE", help="write predictions as CSV (forecasting: "
@@ -405,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "interpolate or ffill")
     pr.add_argument("--level", nargs="+", type=float, metavar="PCT", help="forecasting: empirical interval levels "
                     "in percent (default 80 95)")
+    pr.add_argument("--episodes", type=int, metavar="N", help="rl: deterministic episodes to run (default 1)")
+    pr.add_argument("--video", metavar="FILE", help="rl: render the episodes offscreen to an .mp4 or .gif")
     pr.add_argument("--json", action="store_true")
 
     w = add("weights", cmd_weights, "published weights: list, path, verify, fetch, publish")

@@ -44,6 +44,8 @@ def trace(task: str, recipe: str, steps: int = STEPS) -> list[float] | None:
     L.seed_everything(0, workers=True, verbose=False)
     cfg.seed = 0
     built = build_from_config(spec, cfg)
+    if spec.trace is not None:
+        return spec.trace(cfg, built.module, built.datamodule, steps)
     recorder = _LossRecorder()
     trainer = quiet_trainer(max_steps=steps, callbacks=[recorder], limit_val_batches=0, deterministic=True)
     trainer.fit(built.module, datamodule=built.datamodule)

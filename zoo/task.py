@@ -37,7 +37,14 @@ class TaskSpec:
     (classical baselines): the flow goes straight to evaluation. ``evaluate(cfg, trainer, module, datamodule)``
     replaces the plain test loop for tasks whose evaluation is more than one pass over a test set (rolling-origin
     online forecasting, environment episodes) and returns the metrics. ``predict(loaded, input, **options)``
-    serves ``zoo predict`` and returns one dict per prediction.
+    serves ``zoo predict`` and returns one dict per prediction; ``predict_input_required`` is False for a task
+    whose INPUT is optional (RL: an environment id, defaulting to the trained one).
+
+    ``train(cfg, module, datamodule, run_dir, resume=CKPT|None, progress=bool) → metrics`` replaces
+    ``Trainer.fit`` for a task whose training is not a supervised fit (RL's environment loop); it writes
+    ``run_dir/checkpoints/last.ckpt`` (with a ``state_dict`` entry, as Lightning's) so resume, eval and publish
+    work unchanged, and returns training metrics (e.g. learning-curve AUC) merged into the run's results.
+    ``trace(cfg, module, datamodule, steps) → losses`` is its golden trace (``zoo.golden``).
     """
 
     name: str
@@ -49,6 +56,9 @@ class TaskSpec:
     predict: Callable[..., list[dict]] | None = None
     extras: tuple[str, ...] = ()
     evaluate: Callable[[Any, L.Trainer, L.LightningModule, L.LightningDataModule], dict[str, float]] | None = None
+    predict_input_required: bool = True
+    train: Callable[..., dict[str, float]] | None = None
+    trace: Callable[[Any, L.LightningModule, L.LightningDataModule, int], list[float]] | None = None
 
     def test(self, cfg: Any, trainer: L.Trainer, module: L.LightningModule,
              datamodule: L.LightningDataModule) -> dict[str, float]:
@@ -194,12 +204,15 @@ def fit_and_test(
     L.seed_everything(getattr(cfg, "seed", 0), workers=True, verbose=False)
     built = build_from_config(spec, cfg)
     module, datamodule = built.module, built.datamodule
-    trainer = build_trainer(cfg, run_dir, progress=progress, resumed=resume is not None)
+    trainer = build_trainer(cfg, run_dir, progress=progress and spec.train is None, resumed=resume is not None)
     start = time.perf_counter()
-    if spec.needs_fit(cfg):
+    train_metrics: dict[str, float] = {}
+    if spec.train is not None:
+        train_metrics = spec.train(cfg, module, datamodule, run_dir, resume=resume, progress=progress)
+    elif spec.needs_fit(cfg):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     train_seconds = time.perf_counter() - start
-    metrics = spec.test(cfg, trainer, module, datamodule)
+    metrics = {**train_metrics, **spec.test(cfg, trainer, module, datamodule)}
     result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
     return RunResult(run_dir, metrics, train_seconds, module)

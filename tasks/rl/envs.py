@@ -48,25 +48,31 @@ class TwoGoalEnv(gym.Env):
     across it and heads between the goals, while a mixture can give each goal an expert.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     goals = np.array([[-1.0, 1.0], [1.0, 1.0]])
     step_size, radius, bonus, max_steps = 0.1, 0.1, 10.0, 30
 
-    def __init__(self) -> None:
+    def __init__(self, render_mode: str | None = None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ZooValueError(f"{TWO_GOAL_ID} renders only rgb_array frames, not {render_mode!r}")
+        self.render_mode = render_mode
         self.observation_space = spaces.Box(-3.0, 3.0, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.pos = np.zeros(2)
         self.t = 0
+        self.trail: list[np.ndarray] = []
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self.pos = self.np_random.normal(0.0, 0.01, size=2)
         self.t = 0
+        self.trail = [self.pos.copy()]
         return self.pos.astype(np.float32), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         move = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) * self.step_size
         self.pos = np.clip(self.pos + move, -3.0, 3.0)
+        self.trail.append(self.pos.copy())
         self.t += 1
         dist = np.linalg.norm(self.goals - self.pos, axis=1)
         reached = bool(dist.min() < self.radius)
@@ -74,19 +80,40 @@ class TwoGoalEnv(gym.Env):
         truncated = self.t >= self.max_steps and not reached
         return self.pos.astype(np.float32), reward, reached, truncated, {"goal": int(dist.argmin()) if reached else -1}
 
+    def render(self, size: int = 160) -> np.ndarray:
+        """A top view of the square [−1.5, 1.5] × [−0.5, 1.5]: goals in green, the path so far in blue."""
+        frame = np.full((size, size, 3), 255, np.uint8)
 
-def make_env(env_id: str, seed: int | None = None) -> Any:
-    """A gymnasium environment by id (``TwoGoal-v0`` included), checked for a continuous action space."""
+        def pixel(p: np.ndarray) -> tuple[int, int]:
+            col = int((p[0] + 1.5) / 3.0 * (size - 1))
+            row = int((1.5 - p[1]) / 2.0 * (size - 1))
+            return min(max(row, 0), size - 1), min(max(col, 0), size - 1)
+
+        def dot(p: np.ndarray, radius: int, colour: tuple[int, int, int]) -> None:
+            r, c = pixel(p)
+            frame[max(r - radius, 0): r + radius + 1, max(c - radius, 0): c + radius + 1] = colour
+
+        for goal in self.goals:
+            dot(goal, 4, (40, 160, 40))
+        for p in self.trail:
+            dot(p, 1, (60, 90, 220))
+        dot(self.pos, 3, (20, 40, 160))
+        return frame
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> Any:
+    """A gymnasium environment by id (``TwoGoal-v0`` included), checked for a continuous action space;
+    ``render_mode="rgb_array"`` makes it render frames (videos)."""
     route_mujoco_warnings()
     if env_id == TWO_GOAL_ID:
-        env = TwoGoalEnv()
+        env = TwoGoalEnv(render_mode=render_mode)
     else:
         registered = list(gym.envs.registry)
         if env_id not in registered:
             close = difflib.get_close_matches(env_id, [*registered, TWO_GOAL_ID], n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ZooValueError(f"unknown environment id {env_id!r}{hint}")
-        env = gym.make(env_id)
+        env = gym.make(env_id, render_mode=render_mode)
     if not isinstance(env.action_space, gym.spaces.Box):
         name = type(env.action_space).__name__
         env.close()

@@ -53,6 +53,9 @@ class MixtureOutput:
         return torch.softmax(self.logits, dim=-1)
 
 
+COMBINES = ("mixture", "mean")
+
+
 class GaussianMixturePolicy(nn.Module):
     """PMOE actor: trunk → K Gaussian heads (tanh-squashed), gate on the state.
 
@@ -60,13 +63,20 @@ class GaussianMixturePolicy(nn.Module):
         obs_dim, act_dim: observation and action sizes (actions live in [−1, 1]^act_dim; scale outside).
         num_experts: K (K = 1 is the unimodal SAC/PPO actor).
         hidden, layers: width and depth of the ReLU trunk.
+        combine: ``"mixture"`` (the stochastic mixture: pick an expert, then act with it) or ``"mean"`` (the
+            deterministic gate-weighted MoE baseline: one Gaussian whose mean and log-std are the gate-weighted
+            averages of the experts'; a unimodal policy whose parameters come from an MoE).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, num_experts: int = 4, hidden: int = 256, layers: int = 2) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, num_experts: int = 4, hidden: int = 256, layers: int = 2,
+        combine: str = "mixture",
+    ) -> None:
         super().__init__()
         for name, value in (("obs_dim", obs_dim), ("act_dim", act_dim), ("num_experts", num_experts), ("hidden", hidden)):
             check_arg(isinstance(value, int) and value > 0, name, value, "a positive int")
-        self.act_dim, self.num_experts = act_dim, num_experts
+        check_arg(combine in COMBINES, "combine", combine, COMBINES)
+        self.act_dim, self.num_experts, self.combine = act_dim, num_experts, combine
         dims = [obs_dim] + [hidden] * layers
         self.trunk = nn.Sequential(*(m for i in range(layers) for m in (nn.Linear(dims[i], dims[i + 1]), nn.ReLU())))
         self.heads = ModuleExperts([nn.Linear(hidden, 2 * act_dim) for _ in range(num_experts)])
@@ -86,31 +96,50 @@ class GaussianMixturePolicy(nn.Module):
         u = dist.mu + dist.log_std.exp() * torch.randn_like(dist.mu)
         return torch.tanh(u), squashed_log_prob(u, dist.mu, dist.log_std), dist
 
+    def mean_gaussian(self, dist: MixtureOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``"mean"`` combine's single Gaussian: gate-weighted mean and log-std of the experts' ``[B, A]``."""
+        w = dist.weights.unsqueeze(-1)
+        return (w * dist.mu).sum(1), (w * dist.log_std).sum(1)
+
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Mixture log-density ``log Σ_k w_k π_k(a|s)`` of given actions in (−1, 1) (PPO's likelihood ratio)."""
+        """Log-density of given actions in (−1, 1) (PPO's likelihood ratio): ``log Σ_k w_k π_k(a|s)`` for the
+        mixture, the single Gaussian's for ``combine="mean"``."""
         dist = self(obs)
-        a = action.clamp(-1 + 1e-6, 1 - 1e-6)
-        u = torch.atanh(a).unsqueeze(1).expand_as(dist.mu)
-        return torch.logsumexp(torch.log_softmax(dist.logits, -1) + squashed_log_prob(u, dist.mu, dist.log_std), -1)
+        u = torch.atanh(action.clamp(-1 + 1e-6, 1 - 1e-6))
+        if self.combine == "mean":
+            return squashed_log_prob(u, *self.mean_gaussian(dist))
+        return mixture_log_prob(dist, u)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """PMOE's acting and target-action rule: ``k ~ Cat(w(s))``, then ``a ~ π_k``; returns ``a``, the component
-        log-density ``log π_k(a|s)`` and ``k``."""
+        log-density ``log π_k(a|s)`` and ``k`` (``combine="mean"``: a draw of the single Gaussian, its density, and
+        the gate's most probable expert)."""
         dist = self(obs)
-        k = torch.distributions.Categorical(logits=dist.logits.detach()).sample()
-        rows = torch.arange(obs.shape[0], device=obs.device)
-        mu, log_std = dist.mu[rows, k], dist.log_std[rows, k]
+        mu, log_std, k = self._acting_gaussian(dist, deterministic=False)
         u = mu + log_std.exp() * torch.randn_like(mu)
         return torch.tanh(u), squashed_log_prob(u, mu, log_std), k
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Acting: pick an expert (the gate's most probable one, or a draw from it), then its mean or a sample."""
-        dist = self(obs)
-        k = dist.logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=dist.logits).sample()
-        rows = torch.arange(obs.shape[0], device=obs.device)
-        mu, log_std = dist.mu[rows, k], dist.log_std[rows, k]
+        mu, log_std, _ = self._acting_gaussian(self(obs), deterministic)
         return torch.tanh(mu if deterministic else mu + log_std.exp() * torch.randn_like(mu))
+
+    def _acting_gaussian(self, dist: MixtureOutput, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Gaussian an action is drawn from, and the expert it belongs to."""
+        if self.combine == "mean":
+            return (*self.mean_gaussian(dist), dist.logits.argmax(-1))
+        logits = dist.logits.detach()
+        k = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+        rows = torch.arange(k.shape[0], device=k.device)
+        return dist.mu[rows, k], dist.log_std[rows, k], k
+
+
+def mixture_log_prob(dist: MixtureOutput, u: torch.Tensor) -> torch.Tensor:
+    """``log Σ_k w_k π_k(tanh u|s)`` for pre-squash actions ``u[B, A]``: every expert's density at the same ``u``
+    (the tanh correction is shared, so no ``atanh`` round trip is needed for sampled actions)."""
+    u = u.unsqueeze(1).expand_as(dist.mu)
+    return torch.logsumexp(torch.log_softmax(dist.logits, -1) + squashed_log_prob(u, dist.mu, dist.log_std), -1)
 
 
 def frequency_loss(weights: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -119,7 +148,11 @@ def frequency_loss(weights: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class PMOELosses:
+class ActorLosses:
+    """One actor step's losses: ``actor`` (the experts' and, where the estimator routes by gradient, the gate's),
+    ``gate`` (a separate gate loss; PMOE's frequency loss, else zero), the expert each state used ``[B]`` and
+    ``entropy`` = −mean log-density of the actions taken (what the temperature update reads)."""
+
     actor: torch.Tensor
     gate: torch.Tensor
     best: torch.Tensor
@@ -131,7 +164,7 @@ def pmoe_losses(
     q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     obs: torch.Tensor,
     alpha: float | torch.Tensor,
-) -> PMOELosses:
+) -> ActorLosses:
     """PMOE's actor and gate losses for a batch of states.
 
     ``q_fn(obs[N, O], actions[N, A]) → [N]`` is the critic (SAC: the min of the twin Qs); it is called once on all
@@ -145,4 +178,4 @@ def pmoe_losses(
     rows = torch.arange(B, device=obs.device)
     logp_best, q_best = logp[rows, best], q[rows, best]
     actor = (alpha * logp_best - q_best).mean()
-    return PMOELosses(actor, frequency_loss(dist.weights, best), best, -logp_best.detach().mean())
+    return ActorLosses(actor, frequency_loss(dist.weights, best), best, -logp_best.detach().mean())

@@ -1,0 +1,173 @@
+"""``zoo train rl``: the environment loop in the zoo's flow (``TaskSpec.train``), with checkpoints, resume and a
+progress bar; plus the golden trace of a recipe.
+
+A run dir gets ``checkpoints/last.ckpt`` (the module's state dict, the optimisers, the loop's step, RNG states and
+log; ``torch.load(weights_only=True)``-safe) and ``checkpoints/replay.npz`` (the replay buffer) every
+``train.checkpoint_every`` steps and at the end, ``curve.csv`` (evaluation returns over steps) and
+``learning_curve.png``. ``zoo train rl --resume RUN`` restores all of it and continues from the saved step; only the
+episode that was in progress when the checkpoint was written is restarted.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.errors import ZooValueError
+from zoo.hub import load_checkpoint
+from zoo.io import atomic_write_bytes, atomic_write_text
+
+from .config import RLConfig
+from .loop import LoopState, TrainLog, curve_auc, train_off_policy
+from .module import EnvDataModule, RLModule
+from .sac import ReplayBuffer
+
+
+def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState, env_id: str) -> None:
+    """Write the replay buffer, then ``last.ckpt`` (each atomically; the checkpoint names its buffer's step)."""
+    agent = module.model.agent
+    state.buffer.save(ckpt_dir / "replay.npz")
+    payload = {
+        "state_dict": module.state_dict(),
+        "optimizers": {k: getattr(agent, f"{k}_opt").state_dict() for k in ("actor", "critic", "alpha")},
+        "loop": {"step": state.step, "rng": state.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "log": asdict(state.log)},
+        "env": env_id,
+    }
+    out = io.BytesIO()
+    torch.save(payload, out)
+    atomic_write_bytes(ckpt_dir / "last.ckpt", out.getvalue())
+
+
+def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState:
+    """Restore weights and optimisers into ``module`` and return the loop state to continue from."""
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("env") != env_id or "loop" not in ckpt:
+        raise ZooValueError(f"{ckpt_path}: a checkpoint of {ckpt.get('env', 'another task')!r}, not of an {env_id} RL run")
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ZooValueError(f"{ckpt_path}: does not fit this model ({str(err).splitlines()[0]})") from None
+    agent = module.model.agent
+    for k, opt_state in ckpt["optimizers"].items():
+        getattr(agent, f"{k}_opt").load_state_dict(opt_state)
+    loop = ckpt["loop"]
+    rng = np.random.default_rng()
+    rng.bit_generator.state = loop["rng"]
+    torch.set_rng_state(loop["torch_rng"])
+    buffer = ReplayBuffer.load(ckpt_path.parent / "replay.npz")
+    return LoopState(buffer, rng, TrainLog(**loop["log"]), loop["step"])
+
+
+class _Progress:
+    """A rich progress bar over environment steps showing the last episode's return and the last evaluation."""
+
+    def __init__(self, total: int, done: int, env_id: str, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"))
+        self.task = self.bar.add_task(env_id, total=total, completed=done, info="")
+        self.last_return = self.last_eval = None
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def episode(self, step: int, ret: float) -> None:
+        self.last_return = ret
+
+    def step(self, state: LoopState) -> None:
+        if self.bar is None or state.step % 100:
+            return
+        parts = []
+        if self.last_return is not None:
+            parts.append(f"episode return {self.last_return:.1f}")
+        if state.log.eval_returns:
+            parts.append(f"eval {state.log.eval_returns[-1]:.1f}")
+        self.bar.update(self.task, completed=state.step, info=" · ".join(parts))
+
+
+def _write_curve(run_dir: Path, log: TrainLog, env_id: str) -> None:
+    rows = ["step,eval_return"] + [f"{s},{r:.6g}" for s, r in zip(log.eval_steps, log.eval_returns, strict=True)]
+    atomic_write_text(run_dir / "curve.csv", "\n".join(rows) + "\n")
+    if not log.eval_steps:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(log.eval_steps, log.eval_returns, marker="o", ms=3)
+    ax.set(xlabel="environment steps", ylabel="deterministic return", title=env_id)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(run_dir / "learning_curve.png", buf.getvalue())
+
+
+def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, resume: Path | None = None,
+          progress: bool = True) -> dict[str, float]:
+    """Run (or continue) the environment loop; returns the training metrics (AUC, throughput)."""
+    torch.set_num_threads(cfg.train.threads)
+    t = cfg.train
+    state = load_loop_state(Path(resume), module, cfg.env) if resume is not None else None
+    model = module.model
+    env, eval_env = dm.make_env(cfg.seed), dm.make_env(cfg.seed + 1)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = state if state is not None else LoopState.fresh(env, model.agent, t.steps, cfg.seed)
+    start = time.perf_counter()
+    with _Progress(t.steps, state.step, cfg.env, progress) as bar:
+
+        def on_step(s: LoopState) -> None:
+            bar.step(s)
+            if s.step % t.checkpoint_every == 0 and s.step < t.steps:
+                save_checkpoint(ckpt_dir, module, s, cfg.env)
+
+        log = train_off_policy(env, model.agent, t.steps, state=state, start_steps=t.start_steps,
+                               eval_every=t.eval_every, eval_env=eval_env, eval_episodes=t.eval_episodes,
+                               norm=model.obs_norm if t.normalize_obs else None, seed=cfg.seed,
+                               on_episode=bar.episode, on_step=on_step)
+    save_checkpoint(ckpt_dir, module, state, cfg.env)
+    env.close()
+    eval_env.close()
+    _write_curve(run_dir, log, cfg.env)
+    metrics = {
+        "train/auc": curve_auc(log.eval_steps, log.eval_returns, t.steps),
+        "train/episodes": float(len(log.episode_returns)),
+        "train/env_steps_per_s": t.steps / max(log.env_seconds, 1e-9),
+        "train/updates_per_s": log.updates / max(log.update_seconds, 1e-9),
+        "train/wall_seconds": time.perf_counter() - start,
+    }
+    if log.eval_returns:
+        metrics["train/last_eval_return"] = log.eval_returns[-1]
+    return metrics
+
+
+def trace(cfg: RLConfig, module: RLModule, dm: EnvDataModule, steps: int) -> list[float]:
+    """Golden trace: critic losses of ``steps`` updates on a buffer of random-action transitions (seed 0)."""
+    torch.set_num_threads(1)
+    agent, env = module.model.agent, dm.make_env(0)
+    warmup = max(64, agent.cfg.batch_size)
+    state = LoopState.fresh(env, agent, warmup, seed=0)
+    train_off_policy(env, agent, warmup, state=state, start_steps=warmup, norm=module.model.obs_norm, seed=0)
+    env.close()
+    return [agent.update(state.buffer.sample(agent.cfg.batch_size, state.rng))["critic_loss"] for _ in range(steps)]
