@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from zoo.errors import check_arg
 
+from .ppo import PPOConfig
 from .sac import SACConfig
 
-ALGOS = ("sac",)
+ALGOS = ("sac", "ppo")
 
 
 @dataclass
@@ -36,13 +37,15 @@ class TrainConfig:
 @dataclass
 class RLConfig:
     """``env``: a gymnasium id with continuous actions (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5`` …) or
-    ``TwoGoal-v0``; ``algo``: the learner; ``sac``: its hyper-parameters, the actor's (K experts, estimator)
+    ``TwoGoal-v0``; ``algo``: the learner, ``sac`` (off-policy, replay buffer) or ``ppo`` (on-policy, vectorised
+    environments); ``sac``/``ppo``: the chosen learner's hyper-parameters, the actor's (K experts; SAC's estimator)
     included; ``test_episodes``: deterministic episodes of the final evaluation (≥ 10, RL Baselines3 Zoo's
     protocol)."""
 
     env: str = "Hopper-v5"
     algo: str = "sac"
     sac: SACConfig = field(default_factory=lambda: SACConfig(hidden=128, batch_size=128))
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test_episodes: int = 10
     seed: int = 0

@@ -15,6 +15,7 @@ from .config import RLConfig
 from .envs import make_env
 from .loop import RunningNorm
 from .policy import GaussianMixturePolicy
+from .ppo import PPOAgent
 from .sac import SACAgent
 
 
@@ -38,12 +39,16 @@ class EnvDataModule(L.LightningDataModule):
 
 
 class RLModel(nn.Module):
-    """What a checkpoint and a published weight hold: the agent (actor, twin critics and their targets,
-    temperature) and the running observation statistics the actor was trained on."""
+    """What a checkpoint and a published weight hold: the agent (SAC: actor, twin critics and their targets,
+    temperature; PPO: actor, value and expert-picking Q networks) and the running observation statistics the actor
+    was trained on."""
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: RLConfig) -> None:
         super().__init__()
-        self.agent = SACAgent(obs_dim, act_dim, cfg.sac)
+        if cfg.algo == "ppo":
+            self.agent: SACAgent | PPOAgent = PPOAgent(obs_dim, act_dim, cfg.ppo)
+        else:
+            self.agent = SACAgent(obs_dim, act_dim, cfg.sac)
         self.obs_norm = RunningNorm(obs_dim)
 
     @property

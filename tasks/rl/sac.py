@@ -150,6 +150,10 @@ class SACAgent(nn.Module):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers a checkpoint saves beside the state dict."""
+        return {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
+
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp().detach()

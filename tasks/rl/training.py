@@ -1,11 +1,13 @@
 """``zoo train rl``: the environment loop in the zoo's flow (``TaskSpec.train``), with checkpoints, resume and a
 progress bar; plus the golden trace of a recipe.
 
-A run dir gets ``checkpoints/last.ckpt`` (the module's state dict, the optimisers, the loop's step, RNG states and
+SAC runs the off-policy loop (``loop.train_off_policy``), PPO the on-policy one over vectorised environments
+(``ppo.train_on_policy``). A SAC run dir gets ``checkpoints/last.ckpt`` (the module's state dict, the optimisers, the loop's step, RNG states and
 log; ``torch.load(weights_only=True)``-safe) and ``checkpoints/replay.npz`` (the replay buffer) every
 ``train.checkpoint_every`` steps and at the end, ``curve.csv`` (evaluation returns over steps) and
 ``learning_curve.png``. ``zoo train rl --resume RUN`` restores all of it and continues from the saved step; only the
-episode that was in progress when the checkpoint was written is restarted.
+episode that was in progress when the checkpoint was written is restarted. A PPO run writes ``last.ckpt`` (weights,
+optimisers, no buffer) at the end; resuming PPO is refused with a message for now.
 """
 
 from __future__ import annotations
@@ -26,20 +28,22 @@ from zoo.io import atomic_write_bytes, atomic_write_text
 from .config import RLConfig
 from .loop import LoopState, TrainLog, curve_auc, train_off_policy
 from .module import EnvDataModule, RLModule
+from .ppo import RolloutCollector, make_vector_env, train_on_policy
 from .sac import ReplayBuffer
 
 
-def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState, env_id: str) -> None:
-    """Write the replay buffer, then ``last.ckpt`` (each atomically; the checkpoint names its buffer's step)."""
-    agent = module.model.agent
-    state.buffer.save(ckpt_dir / "replay.npz")
-    payload = {
+def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState | None, env_id: str) -> None:
+    """Write the replay buffer (SAC), then ``last.ckpt`` (each atomically). ``state`` None: weights and optimisers
+    only (PPO)."""
+    payload: dict[str, Any] = {
         "state_dict": module.state_dict(),
-        "optimizers": {k: getattr(agent, f"{k}_opt").state_dict() for k in ("actor", "critic", "alpha")},
-        "loop": {"step": state.step, "rng": state.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                 "log": asdict(state.log)},
+        "optimizers": {k: opt.state_dict() for k, opt in module.model.agent.optimizers().items()},
         "env": env_id,
     }
+    if state is not None:
+        state.buffer.save(ckpt_dir / "replay.npz")
+        payload["loop"] = {"step": state.step, "rng": state.rng.bit_generator.state,
+                           "torch_rng": torch.get_rng_state(), "log": asdict(state.log)}
     out = io.BytesIO()
     torch.save(payload, out)
     atomic_write_bytes(ckpt_dir / "last.ckpt", out.getvalue())
@@ -48,15 +52,17 @@ def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState, env_id: 
 def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState:
     """Restore weights and optimisers into ``module`` and return the loop state to continue from."""
     ckpt = load_checkpoint(ckpt_path)
-    if ckpt.get("env") != env_id or "loop" not in ckpt:
+    if ckpt.get("env") != env_id:
         raise ZooValueError(f"{ckpt_path}: a checkpoint of {ckpt.get('env', 'another task')!r}, not of an {env_id} RL run")
+    if "loop" not in ckpt:
+        raise ZooValueError(f"{ckpt_path}: a PPO checkpoint; resuming PPO runs is not supported yet (train anew)")
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise ZooValueError(f"{ckpt_path}: does not fit this model ({str(err).splitlines()[0]})") from None
-    agent = module.model.agent
+    optimizers = module.model.agent.optimizers()
     for k, opt_state in ckpt["optimizers"].items():
-        getattr(agent, f"{k}_opt").load_state_dict(opt_state)
+        optimizers[k].load_state_dict(opt_state)
     loop = ckpt["loop"]
     rng = np.random.default_rng()
     rng.bit_generator.state = loop["rng"]
@@ -90,6 +96,8 @@ class _Progress:
 
     def episode(self, step: int, ret: float) -> None:
         self.last_return = ret
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=f"episode return {ret:.1f}")
 
     def step(self, state: LoopState) -> None:
         if self.bar is None or state.step % 100:
@@ -127,6 +135,10 @@ def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, 
           progress: bool = True) -> dict[str, float]:
     """Run (or continue) the environment loop; returns the training metrics (AUC, throughput)."""
     torch.set_num_threads(cfg.train.threads)
+    if cfg.algo == "ppo":
+        if resume is not None:
+            load_loop_state(Path(resume), module, cfg.env)  # raises: PPO runs do not resume yet
+        return _train_ppo(cfg, module, run_dir, progress)
     t = cfg.train
     state = load_loop_state(Path(resume), module, cfg.env) if resume is not None else None
     model = module.model
@@ -149,6 +161,24 @@ def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, 
     save_checkpoint(ckpt_dir, module, state, cfg.env)
     env.close()
     eval_env.close()
+    return _finish(run_dir, log, cfg, start)
+
+
+def _train_ppo(cfg: RLConfig, module: RLModule, run_dir: Path, progress: bool) -> dict[str, float]:
+    t, model = cfg.train, module.model
+    start = time.perf_counter()
+    with _Progress(t.steps, 0, cfg.env, progress) as bar:
+        log = train_on_policy(cfg.env, model.agent, t.steps, seed=cfg.seed,
+                              norm=model.obs_norm if t.normalize_obs else None, eval_every=t.eval_every,
+                              eval_episodes=t.eval_episodes, on_episode=bar.episode)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "checkpoints", module, None, cfg.env)
+    return _finish(run_dir, log, cfg, start)
+
+
+def _finish(run_dir: Path, log: TrainLog, cfg: RLConfig, start: float) -> dict[str, float]:
+    """Write the learning curve; return the training metrics."""
+    t = cfg.train
     _write_curve(run_dir, log, cfg.env)
     metrics = {
         "train/auc": curve_auc(log.eval_steps, log.eval_returns, t.steps),
@@ -163,8 +193,19 @@ def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, 
 
 
 def trace(cfg: RLConfig, module: RLModule, dm: EnvDataModule, steps: int) -> list[float]:
-    """Golden trace: critic losses of ``steps`` updates on a buffer of random-action transitions (seed 0)."""
+    """Golden trace: critic losses of ``steps`` updates on a buffer of random-action transitions (seed 0); PPO:
+    the mean total loss of each of ``steps`` updates, each on a fresh 64-step rollout of 2 environments."""
     torch.set_num_threads(1)
+    if cfg.algo == "ppo":
+        agent, rng = module.model.agent, np.random.default_rng(0)
+        envs = make_vector_env(cfg.env, 2)
+        collector = RolloutCollector(envs, module.model.obs_norm, seed=0)
+        losses = []
+        for _ in range(steps):
+            batch = collector.collect(agent, 32).batch(agent.cfg.gamma, agent.cfg.gae_lambda)
+            losses.append(agent.update(batch, rng)["total"])
+        envs.close()
+        return losses
     agent, env = module.model.agent, dm.make_env(0)
     warmup = max(64, agent.cfg.batch_size)
     state = LoopState.fresh(env, agent, warmup, seed=0)
