@@ -3,6 +3,9 @@ wall time of a 100k-step run (issue 8's target: ≤ 10 minutes on 2 cores).
 
     .venv/bin/python benchmarks/rl_sac.py                          # Hopper-v5, K = 1 and 4, 3,000 steps
     .venv/bin/python benchmarks/rl_sac.py --env TwoGoal-v0 --steps 2000 --experts 1 2
+    .venv/bin/python benchmarks/rl_sac.py --experts 4 --estimators pmoe gumbel score mean
+
+Widths and batch default to the RL boards' (hidden 128, batch 128); one torch thread, as ``zoo train rl`` uses.
 
 Run it in a scratch directory or not: MuJoCo warnings go to logging, no MUJOCO_LOG.TXT is written.
 """
@@ -25,19 +28,25 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000, help="environment steps per run (default 3000)")
     p.add_argument("--start-steps", type=int, default=1000, help="random-action steps before updates (default 1000)")
     p.add_argument("--experts", type=int, nargs="+", default=[1, 4], help="K values to time (default 1 4)")
+    p.add_argument("--estimators", nargs="+", default=["pmoe"], help="actor estimators to time (default pmoe)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     env = make_env(args.env, seed=0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    print(f"{args.env} · torch {torch.__version__} · threads {torch.get_num_threads()} · {args.steps} steps, "
-          f"{args.start_steps} random")
-    for k in args.experts:
+    print(f"{args.env} · torch {torch.__version__} · threads {torch.get_num_threads()} · hidden {args.hidden} · "
+          f"batch {args.batch} · {args.steps} steps, {args.start_steps} random")
+    for k, estimator in [(k, e) for k in args.experts for e in args.estimators]:
         torch.manual_seed(0)
-        agent = SACAgent(obs_dim, act_dim, SACConfig(num_experts=k))
+        cfg = SACConfig(num_experts=k, estimator=estimator, hidden=args.hidden, batch_size=args.batch)
+        agent = SACAgent(obs_dim, act_dim, cfg)
         start = time.perf_counter()
         log = train_off_policy(env, agent, args.steps, start_steps=args.start_steps, norm=RunningNorm(obs_dim))
         wall = time.perf_counter() - start
         per_step = log.env_seconds / args.steps + (log.update_seconds / log.updates if log.updates else 0.0)
-        print(f"K={k}: {wall:.1f} s · env {args.steps / log.env_seconds:.0f} steps/s (acting included) · "
+        print(f"K={k} {estimator}: {wall:.1f} s · env {args.steps / log.env_seconds:.0f} steps/s (acting included) · "
               f"updates {log.updates / max(log.update_seconds, 1e-9):.0f}/s · 100k steps ≈ {per_step * 1e5 / 60:.1f} min")
 
 

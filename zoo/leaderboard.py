@@ -40,6 +40,9 @@ def board_names() -> list[str]:
     return sorted(p.stem for p in boards_dir().glob("*.yaml"))
 
 
+BETTER = ("lower", "higher", "none")  # "none": a diagnostic (e.g. routing entropy), shown without arrow or bold
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     key: str
@@ -122,7 +125,7 @@ def load_spec(name: str) -> BoardSpec:
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
     for m in metrics:
-        check_arg(m.better in ("lower", "higher"), f"{path.name}: metrics.better", m.better, ["lower", "higher"])
+        check_arg(m.better in BETTER, f"{path.name}: metrics.better", m.better, BETTER)
     if len({r.name for r in rows}) != len(rows):
         raise ZooValueError(f"{path}: duplicate row names")
     for c in spec.comparisons:
@@ -256,10 +259,11 @@ def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]])
     best = {}
     for m in spec.metrics:
         means = {row: s[m.key][0] for row, s in stats.items() if m.key in s}
-        if means:
+        if means and m.better != "none":
             best[m.key] = (min if m.better == "lower" else max)(means, key=means.get)
     has_claimed = any(r.claimed for r in spec.rows)
-    header = ["row", *(f"{m.display} {'↓' if m.better == 'lower' else '↑'}" for m in spec.metrics), "params (active)", "wall s", "recipe"]
+    arrows = {"lower": " ↓", "higher": " ↑", "none": ""}
+    header = ["row", *(f"{m.display}{arrows[m.better]}" for m in spec.metrics), "params (active)", "wall s", "recipe"]
     if has_claimed:
         header.append("claimed (paper)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -189,6 +189,8 @@ def _finish(run_dir: Path, log: TrainLog, cfg: RLConfig, start: float) -> dict[s
     }
     if log.eval_returns:
         metrics["train/last_eval_return"] = log.eval_returns[-1]
+    # The evaluation curve itself, so that boards can plot it from their results files.
+    metrics.update({f"curve/{s}": r for s, r in zip(log.eval_steps, log.eval_returns, strict=True)})
     return metrics
 
 
