@@ -29,6 +29,9 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give the video the usual permissions
     os.close(fd)
     try:
         if path.suffix == ".gif":

@@ -149,3 +149,13 @@ def test_bad_input_is_one_line_exit_2(workdir, capsys, sets, fragment):
     for s in sets:
         argv += ["--set", s]
     one_line_error(cli(capsys, *argv), fragment)
+
+
+def test_shipped_weights_reproduce_their_published_test_return(capsys):
+    pytest.importorskip("mujoco")
+    (entry,) = [e for e in zoo.api.task_entries("rl") if e.id == "rl/pmoe-sac_k4.hopper-v5"]
+    code, out, err = cli(capsys, "eval", "rl", "--weights", entry.id, "--json")
+    assert code == 0, err
+    metrics = json.loads(out)["metrics"]
+    for key in ("test/return_mean", "test/return_std", "test/routing_entropy"):
+        assert metrics[key] == pytest.approx(entry.metrics[key], abs=1e-3), key
