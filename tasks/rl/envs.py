@@ -34,8 +34,15 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_mujoco_warning)
 
 
+_seen_warnings: set[str] = set()
+
+
 def _mujoco_warning(message: str) -> None:
-    log.warning("mujoco: %s", message.strip())
+    """Log each distinct MuJoCo warning once per process (every environment made would repeat it)."""
+    text = message.strip()
+    if text not in _seen_warnings:
+        _seen_warnings.add(text)
+        log.warning("mujoco: %s", text)
 
 
 class TwoGoalEnv(gym.Env):
