@@ -242,7 +242,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if loaded.task.name != spec.name:
         raise ZooValueError(f"--weights {args.weights} belongs to task {loaded.task.name!r}, not {spec.name!r}")
     # Task-specific options go through only when given, so a task without them keeps its own defaults.
-    given = (("fill", args.fill), ("levels", args.level), ("episodes", args.episodes), ("video", args.video))
+    given = (("fill", args.fill), ("levels", args.level), ("episodes", args.episodes), ("video", args.video),
+             ("user", args.user), ("top", args.top), ("rank_by", args.rank_by))
     options = {k: v for k, v in given if v is not None}
     rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot, **options)
     columns = list(rows[0]) if rows else []
@@ -401,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("task")
     pr.add_argument("input", metavar="INPUT", nargs="?", help="forecasting: a CSV, long (id,timestamp,value; id and "
                     "timestamp optional) or wide (timestamp column + one column per series); stocks: a long price "
-                    "CSV; rl: optional environment id (default: the one the agent was trained on)")
+                    "CSV; rl: optional environment id (default: the one the agent was trained on); recsys: optional "
+                    "file of candidate item ids, one per line (default: every item the user has not rated in training)")
     pr.add_argument("--weights", required=True, metavar="ID|PATH")
     pr.add_argument("--horizon", type=int, help="forecasting: steps ahead (default: the trained horizon)")
     pr.add_argument("--out", metavar="FILE", help="write predictions as CSV (forecasting: "
@@ -413,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "in percent (default 80 95)")
     pr.add_argument("--episodes", type=int, metavar="N", help="rl: deterministic episodes to run (default 1)")
     pr.add_argument("--video", metavar="FILE", help="rl: render the episodes offscreen to an .mp4 or .gif")
+    pr.add_argument("--user", metavar="ID", help="recsys: the user to recommend items for (an id as in the data's "
+                    "user file)")
+    pr.add_argument("--top", type=int, metavar="N", help="recsys: how many items to return (default 10)")
+    pr.add_argument("--rank-by", metavar="TASK", help="recsys: the task whose score orders the items (default: the "
+                    "first task, watch on MovieLens, long_view on the simulator)")
     pr.add_argument("--json", action="store_true")
 
     w = add("weights", cmd_weights, "published weights: list, path, verify, fetch, publish")

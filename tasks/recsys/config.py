@@ -1,0 +1,102 @@
+"""Typed config of the recsys task: the schema every ``configs/recsys/*.yaml`` recipe is validated into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.errors import check_arg
+from zoo.module import OptimConfig
+
+from .models import MODELS
+
+SOURCES = ("ml100k", "movielens", "simulator", "mmoe_synthetic")
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from and how they are batched.
+
+    ``source``:
+
+    - ``ml100k``: MovieLens-100K from the recbole wheel (data/ml-100k.yaml), five derived binary tasks
+      (:mod:`.movielens`: watch, like, love, dislike, hate);
+    - ``movielens``: the same tasks on the MovieLens folder at ``path`` (GroupLens ``u.data``/``u.user``/``u.item``
+      or RecBole atomic files, e.g. ML-1M converted by RecBole);
+    - ``simulator``: the seeded Kuaishou-like feed of :func:`.synthetic.kuaishou_sim` (long_view + five
+      interaction tasks, four of them sparse); ``simulator`` holds its keyword arguments (``n_users``,
+      ``n_items``, ``mean_impressions``, ``rates``, ``random_exposure``...);
+    - ``mmoe_synthetic``: MMoE's two regression tasks of correlation ``p`` (:func:`.synthetic.mmoe_synthetic`,
+      ``dim`` features); ``n_train`` training rows, then ``n_val`` more rows of the training stream as the
+      validation split, and ``n_test`` test rows.
+
+    ``seed`` is the data seed (watch negatives, the simulator's population, the synthetic draws); it stays
+    fixed across a board's seeds, which vary the model's initialisation and batch order only.
+    ``negatives``: sampled unobserved items per rating (MovieLens watch task). ``max_history``: behaviour
+    history length L. ``long_tail_max``: users with at most this many training rows are long-tail users.
+    ``max_users``: keep only the users with ids 1..N in every split (smoke runs; the item catalogue is kept).
+    """
+
+    source: str = "ml100k"
+    path: str | None = None
+    seed: int = 0
+    negatives: int = 1
+    max_history: int = 20
+    long_tail_max: int = 20
+    max_users: int | None = None
+    simulator: dict[str, Any] = field(default_factory=dict)
+    p: float = 0.5
+    n_train: int = 10_000
+    n_val: int = 1_000
+    n_test: int = 1_000
+    dim: int = 100
+    batch_size: int = 1024
+    eval_batch_size: int = 8192
+
+    def __post_init__(self) -> None:
+        check_arg(self.source in SOURCES, "data.source", self.source, SOURCES)
+        check_arg(self.source != "movielens" or bool(self.path), "data.path", self.path,
+                  "a MovieLens folder (GroupLens u.data or RecBole atomic files) when data.source is movielens")
+        check_arg(self.negatives >= 1, "data.negatives", self.negatives, "at least 1")
+        check_arg(self.max_history >= 1, "data.max_history", self.max_history, "at least 1")
+        check_arg(self.max_users is None or self.max_users >= 1, "data.max_users", self.max_users, "None or >= 1")
+        check_arg(0.0 <= self.p <= 1.0, "data.p", self.p, "a task correlation in [0, 1]")
+        check_arg(min(self.n_train, self.n_val, self.n_test) >= 1, "data.n_train/n_val/n_test",
+                  (self.n_train, self.n_val, self.n_test), "at least 1 row each")
+        check_arg(self.batch_size >= 1 and self.eval_batch_size >= 1, "data.batch_size",
+                  (self.batch_size, self.eval_batch_size), "positive ints")
+
+
+@dataclass
+class ModelConfig:
+    """``arch``: a :data:`.models.MODELS` name (``shared_bottom``, ``mmoe``, ``cgc``, ``ple``, ``home``, ``din``,
+    ``moe_user_gate``, ``awmoe``); ``kwargs``: its constructor's keyword arguments (``num_experts``,
+    ``expert_norm``, ``one_gate``, ``hierarchy_mask``, ``contrastive``...; an unknown one fails when the model is
+    built). HoME's ``task_groups`` default to the data's groups (watch vs rating / interaction).
+    ``embed_dim``: width of every embedding table."""
+
+    arch: str = "mmoe"
+    embed_dim: int = 16
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_arg(self.arch in MODELS.names(), "model.arch", self.arch, MODELS.names())
+        check_arg(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "a positive int")
+
+
+@dataclass
+class PredictConfig:
+    """``zoo predict recsys`` defaults: ``rank_by`` = the task whose score orders the items (None = the first
+    task: ``watch`` on MovieLens, ``long_view`` on the simulator)."""
+
+    rank_by: str | None = None
+
+
+@dataclass
+class RecsysConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3))
+    trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 3})
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    seed: int = 0

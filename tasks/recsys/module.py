@@ -1,0 +1,79 @@
+"""``RecsysModule``: the multi-task objective over a :mod:`.models` network.
+
+Loss = Σ_t L_t (+ the model's already-weighted auxiliary losses, e.g. AW-MoE's InfoNCE, added by
+:class:`~zoo.module.ZooModule`), where L_t is the binary cross-entropy of task t averaged over the batch rows whose
+label is defined (``label_mask``; MovieLens's rating tasks are undefined on sampled negatives) — or the squared
+error for the MMoE synthetic regression. A task with no defined label in a batch contributes 0. HoME and MMoE
+sum the task losses with equal weights; so do we.
+
+The weights of the epoch with the lowest validation loss are restored when fitting ends and saved as
+``checkpoints/best.ckpt`` (as the stocks task does), so the test metrics and published weights are those.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.module import OptimConfig, StepOutput, ZooModule
+
+
+def masked_task_losses(pred_BT: torch.Tensor, labels_BT: torch.Tensor, mask_BT: torch.Tensor,
+                       regression: bool = False) -> torch.Tensor:
+    """Per-task loss ``[T]``: mean BCE-with-logits (or squared error) over the rows where ``mask_BT`` is True;
+    0 for a task without such rows. Masked labels never reach the loss, whatever their value."""
+    pred, labels = pred_BT.float(), labels_BT.float()
+    m = mask_BT.to(pred.dtype)
+    safe = torch.where(mask_BT, labels, torch.zeros_like(labels))  # masked labels may be anything (NaN included)
+    if regression:
+        elem = (pred - safe) ** 2
+    else:
+        elem = F.binary_cross_entropy_with_logits(pred, safe, reduction="none")
+    return (elem * m).sum(0) / m.sum(0).clamp_min(1.0)
+
+
+class RecsysModule(ZooModule):
+    """One row batch per step (see :mod:`.data`); keeps the best validation epoch."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig | None = None, *, tasks: tuple[str, ...] = (),
+                 regression: bool = False) -> None:
+        super().__init__(model, optim=optim)
+        self.tasks, self.regression = tuple(tasks), regression
+        self.best_loss: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._val_sum, self._val_rows = 0.0, 0
+
+    def step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        out = self.model(batch)
+        per_task = masked_task_losses(out.pred, batch["labels"], batch["label_mask"], self.regression)
+        return StepOutput(per_task.sum(), None, None, out.aux, out.stats, batch_size=int(batch["labels"].shape[0]))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum, self._val_rows = 0.0, 0
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        out = super().validation_step(batch, batch_idx)
+        n = int(batch["labels"].shape[0])
+        self._val_sum += float(out["loss"]) * n
+        self._val_rows += n
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val_rows:
+            return
+        loss = self._val_sum / self._val_rows
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, self.current_epoch
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_fit_end(self) -> None:
+        if self._best_state is None:
+            return
+        self.model.load_state_dict(self._best_state)
+        checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
+        if checkpoints.is_dir():
+            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
