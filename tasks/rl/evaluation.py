@@ -10,16 +10,19 @@ import numpy as np
 from .config import RLConfig
 from .loop import rollouts
 from .module import EnvDataModule, RLModule
+from .training import torch_threads
 
 TEST_SEED = 100_000
 
 
 def evaluate(cfg: RLConfig, trainer: Any, module: RLModule, dm: EnvDataModule) -> dict[str, float]:
     """Mean ± std return over ``cfg.test_episodes`` deterministic episodes, the mean routing entropy ``H(w(s))``
-    over the states they visit and, on goal tasks, the share of episodes that reach a goal."""
+    over the states they visit and, on goal tasks, the share of episodes that reach a goal. Runs with the
+    training's ``train.threads`` torch threads."""
     env = dm.make_env()
     norm = module.model.obs_norm if cfg.train.normalize_obs else None
-    result = rollouts(env, module.model.actor, cfg.test_episodes, norm, seed=TEST_SEED)
+    with torch_threads(cfg.train.threads):
+        result = rollouts(env, module.model.actor, cfg.test_episodes, norm, seed=TEST_SEED)
     env.close()
     metrics = {
         "test/return_mean": float(np.mean(result.returns)),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -131,10 +133,28 @@ def _write_curve(run_dir: Path, log: TrainLog, env_id: str) -> None:
     atomic_write_bytes(run_dir / "learning_curve.png", buf.getvalue())
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch threads and restore the caller's count after it: the setting is global, and a
+    leaderboard process that trains RL rows and then other tasks must not leave those on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, resume: Path | None = None,
           progress: bool = True) -> dict[str, float]:
-    """Run (or continue) the environment loop; returns the training metrics (AUC, throughput)."""
-    torch.set_num_threads(cfg.train.threads)
+    """Run (or continue) the environment loop with ``train.threads`` torch threads; returns the training metrics
+    (AUC, throughput)."""
+    with torch_threads(cfg.train.threads):
+        return _train(cfg, module, dm, run_dir, resume, progress)
+
+
+def _train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, resume: Path | None,
+           progress: bool) -> dict[str, float]:
     if cfg.algo == "ppo":
         if resume is not None:
             load_loop_state(Path(resume), module, cfg.env)  # raises: PPO runs do not resume yet
@@ -197,7 +217,11 @@ def _finish(run_dir: Path, log: TrainLog, cfg: RLConfig, start: float) -> dict[s
 def trace(cfg: RLConfig, module: RLModule, dm: EnvDataModule, steps: int) -> list[float]:
     """Golden trace: critic losses of ``steps`` updates on a buffer of random-action transitions (seed 0); PPO:
     the mean total loss of each of ``steps`` updates, each on a fresh 64-step rollout of 2 environments."""
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        return _trace(cfg, module, dm, steps)
+
+
+def _trace(cfg: RLConfig, module: RLModule, dm: EnvDataModule, steps: int) -> list[float]:
     if cfg.algo == "ppo":
         agent, rng = module.model.agent, np.random.default_rng(0)
         envs = make_vector_env(cfg.env, 2)
