@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -142,6 +143,32 @@ class ZooModule(L.LightningModule):
         self.train_metrics = collection.clone(prefix="train/") if collection is not None else None
         self.val_metrics = collection.clone(prefix="val/") if collection is not None else None
         self.test_metrics = collection.clone(prefix="test/") if collection is not None else None
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def selection_score(self) -> float | None:
+        """This validation epoch's model-selection score (higher is better); None, the default, keeps the last
+        epoch. A task that returns a score gets the weights of its best epoch restored when fitting ends and saved
+        as ``checkpoints/best.ckpt`` in the run, which ``zoo weights publish`` prefers to ``last.ckpt``, so test
+        metrics and published weights come from the same epoch."""
+        return None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        score = self.selection_score()
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score, self.best_epoch = score, self.current_epoch
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_fit_end(self) -> None:
+        if self._best_state is None:
+            return
+        self.model.load_state_dict(self._best_state)
+        checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
+        if checkpoints.is_dir():
+            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)

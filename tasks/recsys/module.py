@@ -6,13 +6,12 @@ label is defined (``label_mask``; MovieLens's rating tasks are undefined on samp
 error for the MMoE synthetic regression. A task with no defined label in a batch contributes 0. HoME and MMoE
 sum the task losses with equal weights; so do we.
 
-The weights of the epoch with the lowest validation loss are restored when fitting ends and saved as
-``checkpoints/best.ckpt`` (as the stocks task does), so the test metrics and published weights are those.
+The epoch with the lowest validation loss is kept (``ZooModule.selection_score``): its weights are restored when
+fitting ends and saved as ``checkpoints/best.ckpt``, so the test metrics and published weights are those.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +41,6 @@ class RecsysModule(ZooModule):
                  regression: bool = False) -> None:
         super().__init__(model, optim=optim)
         self.tasks, self.regression = tuple(tasks), regression
-        self.best_loss: float | None = None
-        self.best_epoch: int | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
         self._val_sum, self._val_rows = 0.0, 0
 
     def step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -62,18 +58,10 @@ class RecsysModule(ZooModule):
         self._val_rows += n
         return out
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val_rows:
-            return
-        loss = self._val_sum / self._val_rows
-        if self.best_loss is None or loss < self.best_loss:
-            self.best_loss, self.best_epoch = loss, self.current_epoch
-            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    def selection_score(self) -> float | None:
+        """Minus the validation loss of the epoch (row-weighted mean), so the lowest loss is kept."""
+        return -self._val_sum / self._val_rows if self._val_rows else None
 
-    def on_fit_end(self) -> None:
-        if self._best_state is None:
-            return
-        self.model.load_state_dict(self._best_state)
-        checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
-        if checkpoints.is_dir():
-            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
+    @property
+    def best_loss(self) -> float | None:
+        return None if self.best_score is None else -self.best_score

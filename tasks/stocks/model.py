@@ -21,7 +21,6 @@ routers' auxiliary losses. Scores are only compared within a day, so no output n
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -203,33 +202,19 @@ class StocksModule(ZooModule):
     """One day per step: loss = −IC of the day's scores (+ the model's aux losses); IC and RankIC logged per
     stage as the mean over days.
 
-    The weights of the epoch with the best validation IC are restored when fitting ends (Qlib's models keep
-    their best validation epoch the same way): on a few hundred days these models overfit within a few epochs.
-    They are also saved as ``checkpoints/best.ckpt`` in the run, which ``zoo weights publish`` prefers to
-    ``last.ckpt``, so published weights are the ones the test metrics were computed with.
+    The epoch with the best validation IC is kept (``ZooModule.selection_score``; Qlib's models keep their best
+    validation epoch the same way): on a few hundred days these models overfit within a few epochs.
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig | None = None) -> None:
         super().__init__(model, optim=optim, metrics=MetricCollection({"ic": DailyIC(), "rank_ic": DailyIC(rank=True)}))
-        self.best_ic: float | None = None
-        self.best_epoch: int | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.val_metrics is None:
-            return
-        ic = float(self.val_metrics["ic"].compute())
-        if self.best_ic is None or ic > self.best_ic:
-            self.best_ic, self.best_epoch = ic, self.current_epoch
-            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    def selection_score(self) -> float | None:
+        return None if self.val_metrics is None else float(self.val_metrics["ic"].compute())
 
-    def on_fit_end(self) -> None:
-        if self._best_state is None:
-            return
-        self.model.load_state_dict(self._best_state)
-        checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
-        if checkpoints.is_dir():
-            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
+    @property
+    def best_ic(self) -> float | None:
+        return self.best_score
 
     def step(self, batch: DayBatch) -> StepOutput:
         out: ModelOutput = self.model(batch.x, batch.group)
