@@ -38,14 +38,6 @@ SMALL = {
 GATED = ["mmoe", "cgc", "ple", "home", "moe_user_gate", "awmoe"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_batch(B: int = 16, L: int = 6, seed: int = 0, spec: InputSpec = SPEC) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

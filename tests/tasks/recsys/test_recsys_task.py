@@ -30,14 +30,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = {"trainer.num_sanity_val_steps": 0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: a second intra-op thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def config(recipe: str | None = None, smoke: bool = True, **dotted) -> RecsysConfig:
     """A recipe (with its smoke overrides unless ``smoke=False``), then ``dotted`` overrides on top of them."""
