@@ -31,7 +31,7 @@ Readings of paper and reference (``quantumiracle/Popular-RL-Algorithms`` ``pmoe_
 co-author's) that had to be made:
 
 * Ratio: TASKS.md and the paper say "mixture likelihood in the ratio". The reference computes
-  ``Normal(mean[K, A], std).log_prob(a).sum(-1)`` with a ``# TODO prob of other entries?`` — a per-component
+  ``Normal(mean[K, A], std).log_prob(a).sum(-1)`` with an open to-do comment about the other entries — a per-component
   density, not the mixture. We use the mixture density, which is the likelihood of the behaviour policy.
 * Q-net target: the reference regresses ``Q(s, a)`` on ``advantage + V`` (GAE's λ-return); so do we.
 * Candidate actions for ``k*``: the reference intends "one action per expert" but passes the stored action
