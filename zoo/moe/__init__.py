@@ -2,35 +2,37 @@
 
 Every task builds its models from these parts (ARCHITECTURE.md, "The MoE contract"); none re-implements
 routing, dispatch or balancing.
+``MoEConfig`` (``zoo.moe.config``) is torch-free; the rest load on first access, so a task's config module can
+import ``zoo.moe.MoEConfig`` without importing torch.
 """
 
-from .experts import Experts, FFNExperts, ModuleExperts, SharedExperts, SpecialExperts
-from .layer import (
-    MoEConfig,
-    MoELayer,
-    MoEOutput,
-    build_router,
-    collect,
-    count_params,
-    on_optimizer_step,
-    routers,
-    total_aux_loss,
-)
-from .losses import importance_loss, load_balance_loss, router_z_loss, routing_entropy
-from .routing import (
-    ROUTERS,
-    AuxFreeRouter,
-    DenseToSparseRouter,
-    ExpertChoiceRouter,
-    HashRouter,
-    Router,
-    Routing,
-    SoftRouter,
-    ThresholdRouter,
-    TopKRouter,
-    TopPRouter,
-)
-from .stats import ExpertStats, routing_stats
+import importlib
+from typing import Any
+
+_HOMES = {
+    "config": ("MoEConfig",),
+    "experts": ("Experts", "FFNExperts", "ModuleExperts", "SharedExperts", "SpecialExperts"),
+    "layer": ("MoELayer", "MoEOutput", "build_router", "collect", "count_params", "on_optimizer_step", "routers",
+              "total_aux_loss"),
+    "losses": ("importance_loss", "load_balance_loss", "router_z_loss", "routing_entropy"),
+    "routing": ("ROUTERS", "AuxFreeRouter", "DenseToSparseRouter", "ExpertChoiceRouter", "HashRouter", "Router",
+                "Routing", "SoftRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
+    "stats": ("ExpertStats", "routing_stats"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'zoo.moe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME_OF])
+
 
 __all__ = [
     "ROUTERS",
