@@ -9,11 +9,11 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-from zoo import hub
+from zoo import hub, modelinfo
 from zoo.config import from_dict, read_yaml, repo_root
 from zoo.errors import ZooValueError
 from zoo.registry import TASKS
-from zoo.task import LoadedModel, TaskSpec, build_from_config
+from zoo.task import LoadedModel, TaskSpec, build_from_config, build_from_info
 
 
 def load_task(name: str) -> TaskSpec:
@@ -62,33 +62,36 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
 def load_weights(ref: str, explicit_path: str | None = None) -> LoadedModel:
     """Rebuild a model from a weights id (or a ``.safetensors`` path with its YAML beside it) and load it.
 
-    The YAML alone rebuilds the model; the state dict is loaded only after its sha256 is verified.
+    The YAML (config and ``model_info``) and the model-info tensors of the safetensors file rebuild the network;
+    no datamodule is built and no training data is read. Files are verified against their sha256 before use.
     """
     if ref.endswith(".safetensors") or explicit_path:
         weights_path = Path(explicit_path or ref)
         if not weights_path.exists():
             raise ZooValueError(f"{weights_path}: no such weights file")
-        config_path = weights_path.with_suffix(".yaml")
-        meta = hub.read_config(config_path)
-        expected = meta.get("weights_sha256")
-        state = hub.load_state_dict(weights_path, expected)
+        meta = hub.read_config(weights_path.with_suffix(".yaml"))
+        tensors = hub.load_state_dict(weights_path, meta.get("weights_sha256"))
     else:
         entry = find_entry(ref)
         weights_path = hub.verify(entry)
         meta = hub.read_config(hub.resolve_config(entry, weights_path), entry.config_sha256)
-        state = hub.load_state_dict(weights_path, entry.sha256)
+        tensors = hub.load_state_dict(weights_path, entry.sha256)
     task = meta.get("task") or ref.split("/", 1)[0]
     spec = load_task(task)
+    if "model_info" not in meta:
+        raise ZooValueError(f"{weights_path}: its YAML has no model_info block (weights published before weights "
+                            "carried it); republish them from their run with `zoo weights publish`")
     cfg = from_dict(spec.config_cls, meta["config"])
-    loaded = build_from_config(spec, cfg)
-    loaded.module.model.load_state_dict(state)
+    loaded = build_from_info(spec, cfg, modelinfo.join(meta["model_info"], tensors))
+    loaded.module.model.load_state_dict(modelinfo.strip(tensors))
     return loaded
 
 
 def create_model(model_id: str, pretrained: bool = True) -> Any:
     """The task network (``module.model``) for a weights id, with its trained weights when ``pretrained``.
 
-    Without ``pretrained`` the id may also be ``<task>/<recipe>``: the network is built from the recipe.
+    Without ``pretrained`` the id may also be ``<task>/<recipe>``: the network is built from the recipe (which
+    prepares the recipe's data, the source of the model info).
     """
     if pretrained:
         return load_weights(model_id).module.model
@@ -98,6 +101,25 @@ def create_model(model_id: str, pretrained: bool = True) -> Any:
 
     cfg, _ = resolve_config(spec.config_cls, task, recipe)
     return build_from_config(spec, cfg).module.model
+
+
+def load_run(run_dir: str | Path, spec: TaskSpec, prefer_best: bool = True) -> LoadedModel:
+    """A run's model with its best (with ``prefer_best``) else last checkpoint: from its saved config and model
+    info when the run kept them, else rebuilt from its data."""
+    path, saved = resolve_run(run_dir)
+    cfg = from_dict(spec.config_cls, saved)
+    info = modelinfo.load_run(path)
+    loaded = build_from_info(spec, cfg, info) if info is not None else build_from_config(spec, cfg)
+    ckpt = run_checkpoint(path, prefer_best)
+    if ckpt is not None:
+        loaded.module.load_state_dict(hub.load_checkpoint(ckpt)["state_dict"])
+    return loaded
+
+
+def run_checkpoint(run_dir: Path, prefer_best: bool = True) -> Path | None:
+    """``best.ckpt`` (the weights a task that keeps its best validation epoch tested) or ``last.ckpt``, or None."""
+    names = ("best.ckpt", "last.ckpt") if prefer_best else ("last.ckpt",)
+    return next((run_dir / "checkpoints" / n for n in names if (run_dir / "checkpoints" / n).exists()), None)
 
 
 def resolve_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:

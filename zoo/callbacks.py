@@ -33,22 +33,31 @@ class ExpertStatsCallback(L.Callback):
         self.history: dict[str, list[tuple[int, list[float]]]] = {}
         self.num_ffn: dict[str, int] = {}
         self._last_step = -1
+        self._latest: tuple[int, dict[str, ExpertStats]] | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         stats: dict[str, ExpertStats] = (outputs or {}).get("expert_stats") or {}
         every = self.every_n_steps or trainer.log_every_n_steps
         step = trainer.global_step
+        if stats:
+            self._latest = (step, stats)
         # with gradient accumulation several micro-batches share a step: record the step once
         if not stats or step % max(1, every) or step == self._last_step:
             return
-        self._last_step = step
         for layer, s in stats.items():
             scalars = s.as_scalars()
             pl_module.log_dict({f"experts/{layer}/{k}": v for k, v in scalars.items()}, on_step=True, on_epoch=False)
+        self._record(step, stats)
+
+    def _record(self, step: int, stats: dict[str, ExpertStats]) -> None:
+        self._last_step = step
+        for layer, s in stats.items():
             self.history.setdefault(layer, []).append((step, s.load.tolist()))
             self.num_ffn[layer] = s.num_ffn
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._latest is not None and self._latest[0] != self._last_step:
+            self._record(*self._latest)
         logger_dir = trainer.logger.log_dir if trainer.logger is not None else None
         out_dir = self.dirpath or logger_dir
         if not self.history or not trainer.is_global_zero or out_dir is None:

@@ -45,23 +45,62 @@ def _quiet_lightning() -> None:
     )
 
 
-def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+WRAPPABLE = {"description", "detail"}  # prose columns; every other cell is never cut or wrapped
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[Any]], note: str | None = None) -> None:
+    """A rich table whose ids and numbers are never cut: the console widens to fit them when it must (prose
+    columns wrap instead)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    Console().print(table)
+    cells = [[str(c) for c in row] for row in rows]
+    needed = 1
+    for i, col in enumerate(columns):
+        wrap = col in WRAPPABLE
+        table.add_column(col, no_wrap=not wrap, overflow="fold" if wrap else "ignore")
+        needed += 3 + (24 if wrap else max([len(col), *(len(r[i]) for r in cells)]))
+    for row in cells:
+        table.add_row(*row)
+    console = Console()
+    if console.width < needed:
+        console = Console(width=needed)
+    console.print(table)
+    if note:
+        console.print(note, style="dim")
 
 
-def _emit(args: argparse.Namespace, data: Any, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def _emit(args: argparse.Namespace, data: Any, title: str, columns: list[str], rows: list[list[Any]],
+          note: str | None = None) -> None:
     if getattr(args, "json", False):
         print(json.dumps(data, indent=1))
     else:
-        _print_table(title, columns, rows)
+        _print_table(title, columns, rows, note)
+
+
+def _metric_rows(spec: Any, metrics: dict[str, float], verbose: bool) -> tuple[list[list[str]], str | None]:
+    """The task's headline metrics (all with ``verbose`` or when it names none) and a note on what was left out."""
+    keys = sorted(metrics)
+    if not verbose and spec.headline_metrics:
+        shown = [k for k in keys if any(fnmatchcase(k, p) for p in spec.headline_metrics)] or keys
+    else:
+        shown = keys
+    rows = [[k, _fmt(metrics[k])] for k in shown]
+    hidden = len(keys) - len(shown)
+    return rows, (f"{hidden} more metrics in the results (--verbose shows all)" if hidden else None)
+
+
+def _set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads: ``threads``, or a default that leaves the cores other processes use alone."""
+    import torch
+
+    from zoo.task import default_threads
+
+    check_arg(threads is None or threads >= 1, "--threads", threads, "a positive int")
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 def _fmt(value: float) -> str:
@@ -100,7 +139,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     what = args.what
     if what == "tasks":
-        data = [{"task": n, "description": TASKS.get(n).description} for n in TASKS.names(args.pattern)]
+        from zoo.registry import task_summary
+
+        data = [{"task": n, "description": task_summary(n)} for n in TASKS.names(args.pattern)]
         _emit(args, data, "tasks", ["task", "description"], [[d["task"], d["description"]] for d in data])
     elif what == "recipes":
         data = [{"task": t, "recipe": r} for t in TASKS.names() for r in recipe_names(t) if fnmatchcase(f"{t}/{r}", args.pattern)]
@@ -133,6 +174,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "recipes": recipe_names(spec.name),
         "weights": [e.id for e in api.task_entries(spec.name)],
         "extras": list(spec.extras),
+        "predict_options": [f"--{o.flag}" for o in spec.predict_options],
     }
     if args.json:
         print(json.dumps(data, indent=1))
@@ -162,8 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zoo.config import from_dict, resolve_config
     from zoo.task import fit_and_test, make_run_dir, write_run_files
 
-    _quiet_lightning()
     spec = api.load_task(args.task)
+    threads = _set_threads(args.threads)
+    _quiet_lightning()
     if args.resume:
         given = [flag for flag, v in (("--recipe", args.recipe), ("--config", args.config), ("--set", args.set),
                                       ("--smoke", args.smoke), ("--seed", args.seed), ("--out", args.out)) if v]
@@ -179,7 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.seed is not None:
             cfg.seed = args.seed
         run_dir = make_run_dir(spec.name, args.recipe, cfg.seed, args.out)
-        write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke, "command": args.command_line})
+        write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke, "command": args.command_line,
+                                       "threads": threads})
         ckpt = None
     print(f"run dir: {run_dir}", file=sys.stderr)
     try:
@@ -189,67 +233,84 @@ def cmd_train(args: argparse.Namespace) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
             print(f"removed {run_dir}: nothing was trained", file=sys.stderr)
         raise
-    rows = [[k, _fmt(v)] for k, v in sorted(result.metrics.items())]
-    _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics", ["metric", "value"], rows)
+    rows, note = _metric_rows(spec, result.metrics, args.verbose)
+    _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics",
+          ["metric", "value"], rows, note)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a run's last checkpoint or published weights on the task's test split."""
-    from zoo import api, hub
-    from zoo.config import from_dict
+    """Evaluate a run's last checkpoint or published weights on the task's test split (``--set data.*=...`` to
+    evaluate on other data: the model comes from the run or weights, only the test data from the config)."""
+    import tempfile
+
+    from zoo import api
+    from zoo.config import apply_overrides, from_dict, parse_override, to_dict
     from zoo.io import atomic_write_text
     from zoo.task import build_trainer, provenance
 
-    _quiet_lightning()
     spec = api.load_task(args.task)
+    overrides = dict(parse_override(o) for o in args.set)
+    bad = [k for k in overrides if not k.startswith("data.")]
+    if bad:
+        raise ZooValueError(f"--set {bad[0]}: eval takes data.* overrides only (the model comes from the run or "
+                            "weights)")
+    _set_threads(args.threads)
+    _quiet_lightning()
     if args.run:
-        run_dir, saved = api.resolve_run(args.run)
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        if not ckpt.exists():
+        run_dir, _ = api.resolve_run(args.run)
+        if api.run_checkpoint(run_dir, prefer_best=False) is None:
             raise ZooValueError(f"--run {run_dir}: no checkpoints/last.ckpt (was the run trained?)")
-        loaded = api.build_from_config(spec, from_dict(spec.config_cls, saved))
-        loaded.module.load_state_dict(hub.load_checkpoint(ckpt)["state_dict"])
+        loaded = api.load_run(run_dir, spec, prefer_best=False)
         source = str(run_dir)
     else:
         loaded = api.load_weights(args.weights)
         if loaded.task.name != spec.name:
             raise ZooValueError(f"--weights {args.weights} belongs to task {loaded.task.name!r}, not {spec.name!r}")
         source = args.weights
-    import tempfile
-
+    cfg = from_dict(spec.config_cls, apply_overrides(to_dict(loaded.config), overrides)) if overrides else loaded.config
+    dm = loaded.datamodule if loaded.datamodule is not None and not overrides else None
+    if dm is None:  # the test data: built from the config, the model stays the loaded one
+        dm = spec.build_datamodule(cfg)
+        dm.prepare_data()
+        dm.setup("fit")
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(loaded.config, Path(tmp), progress=False)
-        metrics = spec.test(loaded.config, trainer, loaded.module, loaded.datamodule)
+        trainer = build_trainer(cfg, Path(tmp), progress=False)
+        metrics = spec.test(cfg, trainer, loaded.module, dm)
     if args.results_out:
         atomic_write_text(args.results_out, json.dumps({"source": source, "metrics": metrics, **provenance()}, indent=1))
-    rows = [[k, _fmt(v)] for k, v in sorted(metrics.items())]
-    _emit(args, {"source": source, "metrics": metrics}, f"{spec.name}: {source}", ["metric", "value"], rows)
+    rows, note = _metric_rows(spec, metrics, args.verbose)
+    _emit(args, {"source": source, "metrics": metrics}, f"{spec.name}: {source}", ["metric", "value"], rows, note)
     return 0
 
 
+PREDICT_SHOWN = 20  # rows printed when the predictions also go to a file (all with --verbose)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Predict with published weights (or a .safetensors path) on your own input; see the task's docs for INPUT."""
+    """Predict with published weights (or a .safetensors path) on your own input."""
     from zoo import api
 
-    _quiet_lightning()
-    spec = api.load_task(args.task)
+    spec = args.spec
     if spec.predict is None:
         raise ZooValueError(f"task {spec.name!r} has no predict yet")
     if args.input is None and spec.predict_input_required:
-        raise ZooValueError(f"zoo predict {spec.name} needs INPUT (see zoo predict --help)")
+        raise ZooValueError(f"zoo predict {spec.name} needs INPUT (see `zoo predict {spec.name} --help`)")
+    _set_threads(args.threads)
     loaded = api.load_weights(args.weights)
     if loaded.task.name != spec.name:
         raise ZooValueError(f"--weights {args.weights} belongs to task {loaded.task.name!r}, not {spec.name!r}")
-    # Task-specific options go through only when given, so a task without them keeps its own defaults.
-    given = (("fill", args.fill), ("levels", args.level), ("episodes", args.episodes), ("video", args.video),
-             ("user", args.user), ("top", args.top), ("rank_by", args.rank_by))
-    options = {k: v for k, v in given if v is not None}
-    rows = spec.predict(loaded, args.input, horizon=args.horizon, out=args.out, plot=args.plot, **options)
+    options = {o.dest: getattr(args, o.dest) for o in spec.predict_options if getattr(args, o.dest) is not None}
+    inputs = (args.input,) if spec.predict_input is not None else ()
+    rows = spec.predict(loaded, *inputs, out=args.out, **options)
+    shown = rows if args.verbose or not args.out else rows[:PREDICT_SHOWN]
     columns = list(rows[0]) if rows else []
-    cells = [[_fmt(v) if isinstance(v, float) else "" if v is None else v for v in r.values()] for r in rows]
-    _emit(args, rows, f"{spec.name}: {args.weights}", columns, cells)
-    for label, path in (("wrote", args.out), ("plot", args.plot), ("video", args.video)):
+    cells = [[_fmt(v) if isinstance(v, float) else "" if v is None else v for v in r.values()] for r in shown]
+    note = f"{len(rows) - len(shown)} more rows in {args.out} (--verbose prints all)" if len(shown) < len(rows) else None
+    _emit(args, rows, f"{spec.name}: {args.weights}", columns, cells, note)
+    written = [("wrote", args.out)] + [(o.flag, getattr(args, o.dest)) for o in spec.predict_options
+                                       if o.metavar in ("FILE", "PNG") and getattr(args, o.dest)]
+    for label, path in written:
         if path:
             print(f"{label} {path}", file=sys.stderr)
     return 0
@@ -267,6 +328,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
         return cmd_list(args)
     if args.action == "publish":
         return _publish(args)
+    if args.action == "verify" and args.id is None:
+        return _verify_all(args)
     check_arg(args.id is not None, "ID", None, "a weights id, e.g. forecasting/moe_e8k2.m3-monthly")
     entry = api.find_entry(args.id)
     path = hub.verify(entry)
@@ -277,10 +340,31 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish(args: argparse.Namespace) -> int:
+def _verify_all(args: argparse.Namespace) -> int:
+    """Verify every published weight; one row each, exit with the worst failure's code."""
     from zoo import api, hub
-    from zoo.moe import count_params
+    from zoo.errors import ZooError
+
+    rows, data, worst = [], [], None
+    for entry in api.all_entries():
+        try:
+            path = hub.verify(entry)
+            status, where = "ok", path.name
+        except ZooError as err:
+            status, where = f"error {err.exit_code}", str(err)
+            worst = err if worst is None or err.exit_code > worst.exit_code else worst
+        rows.append([entry.id, status, f"{entry.size:,}", where])
+        data.append({"id": entry.id, "status": status, "detail": where})
+    _emit(args, data, "weights verify", ["id", "status", "bytes", "file or error"], rows)
+    if worst is not None:
+        raise worst
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from zoo import api, hub, modelinfo
     from zoo.config import config_sha256, from_dict, to_dict
+    from zoo.moe import count_params
 
     for flag in ("task", "run", "arch", "tag"):
         check_arg(getattr(args, flag) is not None, f"--{flag}", None, "a value: publish needs --task, --run, --arch and --tag")
@@ -291,15 +375,11 @@ def _publish(args: argparse.Namespace) -> int:
     if not results_path.exists():
         raise ZooValueError(f"--run {run_dir}: no results.json (train and test it first)")
     metrics = json.loads(results_path.read_text())["metrics"]
-    loaded = api.build_from_config(spec, cfg)
     # A task that keeps its best validation epoch (stocks) leaves best.ckpt: the weights its test metrics used.
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
-    if not ckpt.exists():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt.exists():
-        loaded.module.load_state_dict(hub.load_checkpoint(ckpt)["state_dict"])
+    loaded = api.load_run(run_dir, spec)
     model = loaded.module.model
-    state = model.state_dict()
+    plain_info, info_tensors = modelinfo.split(loaded.info)
+    state = {**model.state_dict(), **info_tensors}
     total, active = count_params(model)
     artifact = hub.publish(
         state,
@@ -307,7 +387,8 @@ def _publish(args: argparse.Namespace) -> int:
         arch=args.arch,
         tag=args.tag,
         out_dir=hub.weights_dir(),
-        extra={"task": spec.name, "config_sha256": config_sha256(cfg), "eval": {"split": "test", "metrics": metrics}},
+        extra={"task": spec.name, "config_sha256": config_sha256(cfg), "model_info": plain_info,
+               "eval": {"split": "test", "metrics": metrics}},
     )
     entry = artifact.entry(spec.name, params_total=total, params_active=active, metrics=metrics, board=args.board, default=args.default)
     hub.add_entry(api.manifest_path(spec.name), entry)
@@ -346,6 +427,60 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that run a model: threads, output form and detail."""
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: the cores not busy with other "
+                   "processes, at least 1); recorded in run.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verbose", action="store_true", help="print every metric or row, not a summary")
+
+
+def _find_task(argv: Sequence[str]) -> str | None:
+    """The task named in ``zoo predict`` arguments: the first token that is a task name, else the first that is
+    not an option (so a typo still gets its did-you-mean), else None."""
+    from zoo.registry import TASKS
+
+    names = set(TASKS.names())
+    return next((a for a in argv if a in names), next((a for a in argv if not a.startswith("-")), None))
+
+
+def build_predict_parser(task: str | None) -> argparse.ArgumentParser:
+    """``zoo predict TASK``'s parser, made from the task's declared INPUT and options; without a task, the generic
+    usage listing the tasks."""
+    from zoo import api
+    from zoo.registry import TASKS
+
+    parser = _Parser(prog="zoo predict", description=cmd_predict.__doc__)
+    parser.set_defaults(func=cmd_predict, command="predict")
+    if task is None:
+        parser.add_argument("task", metavar="TASK", choices=TASKS.names(), help=", ".join(TASKS.names()))
+        parser.add_argument("--weights", required=True, metavar="ID|PATH")
+        return parser
+    spec = api.load_task(task)
+    parser.prog = f"zoo predict {spec.name}"
+    parser.description = f"Predict with {spec.name} weights on your own input."
+    parser.set_defaults(spec=spec, task=spec.name)
+    parser.add_argument("task", metavar=spec.name, choices=[spec.name], help=argparse.SUPPRESS)
+    if spec.predict_input is not None:
+        parser.add_argument("input", metavar="INPUT", nargs=None if spec.predict_input_required else "?",
+                            help=spec.predict_input)
+    else:
+        parser.set_defaults(input=None)
+    parser.add_argument("--weights", required=True, metavar="ID|PATH", help="a weights id (zoo weights list) or a "
+                        ".safetensors file with its .yaml beside it")
+    parser.add_argument("--out", metavar="FILE", help="also write the predictions to FILE (CSV)")
+    for option in spec.predict_options:
+        kwargs: dict[str, Any] = {"help": option.help, "dest": option.dest}
+        if option.flag_only:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = True
+        else:
+            kwargs.update(type=option.type, metavar=option.metavar, nargs=option.nargs, choices=option.choices)
+        parser.add_argument(f"--{option.flag}", **kwargs)
+    _add_run_options(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zoo", description="The MoE model zoo: one shared mixture-of-experts backbone, many tasks.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
@@ -382,7 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN", help="continue the run in this run dir from its last checkpoint")
     train.add_argument("--out", metavar="DIR", help="run dir (default runs/<task>/<recipe>/<time>-s<seed>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    train.add_argument("--json", action="store_true")
     for p in (show, train):
         p.add_argument("--recipe", help="configs/<task>/<recipe>.yaml")
         p.add_argument("--config", metavar="FILE", help="YAML file merged over the recipe")
@@ -396,31 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", metavar="DIR")
     src.add_argument("--weights", metavar="ID|PATH")
     ev.add_argument("--results-out", metavar="FILE", help="write metrics and provenance as JSON")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                    help="evaluate on other data, e.g. data.source=csv data.path=mine.csv")
+    for p in (train, ev):
+        _add_run_options(p)
 
-    pr = add("predict", cmd_predict, "predict with published weights on your own input")
-    pr.add_argument("task")
-    pr.add_argument("input", metavar="INPUT", nargs="?", help="forecasting: a CSV, long (id,timestamp,value; id and "
-                    "timestamp optional) or wide (timestamp column + one column per series); stocks: a long price "
-                    "CSV; rl: optional environment id (default: the one the agent was trained on); recsys: optional "
-                    "file of candidate item ids, one per line (default: every item the user has not rated in training)")
-    pr.add_argument("--weights", required=True, metavar="ID|PATH")
-    pr.add_argument("--horizon", type=int, help="forecasting: steps ahead (default: the trained horizon)")
-    pr.add_argument("--out", metavar="FILE", help="write predictions as CSV (forecasting: "
-                    "id,step,timestamp,forecast,lo80,hi80,lo95,hi95)")
-    pr.add_argument("--plot", metavar="PNG", help="write a plot of history and forecast (forecasting: fan charts)")
-    pr.add_argument("--fill", metavar="POLICY", help="forecasting: missing values and gaps: error (default), "
-                    "interpolate or ffill")
-    pr.add_argument("--level", nargs="+", type=float, metavar="PCT", help="forecasting: empirical interval levels "
-                    "in percent (default 80 95)")
-    pr.add_argument("--episodes", type=int, metavar="N", help="rl: deterministic episodes to run (default 1)")
-    pr.add_argument("--video", metavar="FILE", help="rl: render the episodes offscreen to an .mp4 or .gif")
-    pr.add_argument("--user", metavar="ID", help="recsys: the user to recommend items for (an id as in the data's "
-                    "user file)")
-    pr.add_argument("--top", type=int, metavar="N", help="recsys: how many items to return (default 10)")
-    pr.add_argument("--rank-by", metavar="TASK", help="recsys: the task whose score orders the items (default: the "
-                    "first task, watch on MovieLens, long_view on the simulator)")
-    pr.add_argument("--json", action="store_true")
+    add("predict", cmd_predict, "predict with published weights on your own input (`zoo predict TASK --help`)")
 
     w = add("weights", cmd_weights, "published weights: list, path, verify, fetch, publish")
     w.add_argument("action", choices=["list", "path", "verify", "fetch", "publish"])
@@ -447,16 +562,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; ``zoo predict`` gets a parser made for its task, which takes INPUT and options in
+    any order."""
+    if argv and argv[0] == "predict":
+        rest = argv[1:]
+        return build_predict_parser(_find_task(rest)).parse_intermixed_args(rest)
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    if getattr(args, "action", None) == "list" and args.command == "weights":
-        args.pattern = args.id
-    args.command_line = ["zoo", *(sys.argv[1:] if argv is None else argv)]
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = _parse(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        if getattr(args, "action", None) == "list" and args.command == "weights":
+            args.pattern = args.id
+        args.command_line = ["zoo", *argv]
         return args.func(args)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)

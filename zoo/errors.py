@@ -59,3 +59,12 @@ def check_arg(ok: bool, name: str, given: Any, allowed: str | Iterable[Any]) -> 
     """Raise :func:`bad_arg` unless ``ok``."""
     if not ok:
         raise bad_arg(name, given, allowed)
+
+
+class MissingExtraError(ZooValueError):
+    """A task's optional dependencies are not installed (exit 2): the message is the command that adds them."""
+
+    def __init__(self, task: str, extra: str, dist: str, module: str) -> None:
+        super().__init__(f"task {task!r} needs the {extra!r} extra: pip install '{dist}[{extra}]' "
+                         f"(module {module!r} is missing)")
+        self.task, self.extra, self.module = task, extra, module

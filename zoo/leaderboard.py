@@ -4,15 +4,19 @@ A board ``leaderboards/<board>.yaml`` names its task, protocol, metrics (key, di
 direction is better, tolerance), seeds and rows (recipe, optional weights id, optional ``claimed`` paper numbers
 kept apart from reproduced ones, optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted
 keys) puts every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own
-smoke overrides; ``comparisons`` print ratios of two rows' means under each table.
+smoke overrides; ``comparisons`` print ratios of two rows' means under each table; ``summary`` picks what the
+README's one-line-per-board table shows (primary ``metric``, default the first; the ``moe`` row and its ``dense``
+twin).
 
 ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies each recipe's smoke overrides,
-``full`` runs the recipe as written) and writes ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``.
-``render`` turns whatever results exist into ``leaderboards/<board>.md`` (mean ± std (n), the value alone when
-n = 1; best marked; params total/active; wall seconds of train + test per run; the reproduce command) and into
-README blocks between ``<!-- board:<board> -->`` and ``<!-- /board:<board> -->``; ``render --check`` fails
-(exit 6) if the committed files differ from what the results render to. ``check --tier smoke`` reruns the smoke
-tier and fails (exit 5) when a metric moves beyond its tolerance.
+``full`` runs the recipe as written) under one overall progress bar and writes
+``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``; ``compare`` sets the re-run means against the results
+committed before it. ``render`` turns whatever results exist into ``leaderboards/<board>.md`` (mean ± std (n), the
+value alone when n = 1; best marked; params total/active; wall seconds of train + test per run; the reproduce
+command) and into the README's summary table between ``<!-- leaderboards -->`` and ``<!-- /leaderboards -->``;
+``render --check`` fails (exit 6) if the committed files differ from what the results render to.
+``check --tier smoke`` reruns the smoke tier and fails (exit 5) when a metric moves beyond its tolerance.
+See docs/architecture.md, "Leaderboards".
 """
 
 from __future__ import annotations
@@ -76,6 +80,16 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """The board's line in the README summary: its primary ``metric`` (None: the first metric) and the pair of
+    rows that tests the paper's claim, its ``moe`` row against the ``dense`` twin (both or neither)."""
+
+    metric: str | None = None
+    moe: str | None = None
+    dense: str | None = None
+
+
+@dataclass(frozen=True)
 class BoardSpec:
     name: str
     task: str
@@ -88,6 +102,13 @@ class BoardSpec:
     config: dict[str, Any] = field(default_factory=dict)
     smoke_config: dict[str, Any] = field(default_factory=dict)
     comparisons: tuple[Comparison, ...] = ()
+    summary: Summary = Summary()
+
+    @property
+    def primary_metric(self) -> MetricSpec:
+        """The metric the README summary ranks rows by."""
+        key = self.summary.metric or self.metrics[0].key
+        return next(m for m in self.metrics if m.key == key)
 
     def row(self, name: str) -> RowSpec:
         for row in self.rows:
@@ -121,6 +142,7 @@ def load_spec(name: str) -> BoardSpec:
             config=dict(data.get("config") or {}),
             smoke_config=dict(data.get("smoke_config") or {}),
             comparisons=tuple(Comparison(**c) for c in data.get("comparisons") or ()),
+            summary=Summary(**(data.get("summary") or {})),
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
@@ -131,7 +153,20 @@ def load_spec(name: str) -> BoardSpec:
     for c in spec.comparisons:
         for row in (c.numerator, c.denominator):
             spec.row(row)
+    _check_summary(spec, path)
     return spec
+
+
+def _check_summary(spec: BoardSpec, path: Path) -> None:
+    keys = [m.key for m in spec.metrics]
+    summary = spec.summary
+    if summary.metric is not None:
+        check_arg(summary.metric in keys, f"{path.name}: summary.metric", summary.metric, keys)
+    if (summary.moe is None) != (summary.dense is None):
+        raise ZooValueError(f"{path}: summary names both a moe row and its dense twin, or neither")
+    for row in (summary.moe, summary.dense):
+        if row is not None:
+            spec.row(row)
 
 
 def results_dir(board: str) -> Path:
@@ -188,21 +223,98 @@ def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bo
     }
 
 
+def planned_runs(
+    spec: BoardSpec, rows: list[str] | None = None, seeds: list[int] | None = None
+) -> list[tuple[RowSpec, int]]:
+    """The (row, seed) runs of a reproduce, in board order: ``rows`` and ``seeds`` narrow the board's own."""
+    runs = []
+    for row in [spec.row(r) for r in rows] if rows else spec.rows:
+        row_seeds = row.seeds if row.seeds is not None else spec.seeds
+        runs += [(row, s) for s in row_seeds if seeds is None or s in seeds]
+    return runs
+
+
+def _overall_progress(enabled: bool) -> Any:
+    """One bar for the whole reproduce (runs done / total, current row and seed), on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
+
+
 def reproduce(
     board: str, tier: str, *, rows: list[str] | None = None, seeds: list[int] | None = None, progress: bool = False
 ) -> list[Path]:
-    """Train and test each row × seed of ``tier``; write one results JSON per run. Returns their paths."""
+    """Train and test each row × seed of ``tier``; write one results JSON per run. Returns their paths.
+
+    ``progress`` shows one overall bar; the runs' own Lightning bars stay off so it is the only one."""
     check_arg(tier in TIERS, "--tier", tier, TIERS)
     spec = load_spec(board)
+    runs = planned_runs(spec, rows, seeds)
     written = []
-    for row in [spec.row(r) for r in rows] if rows else spec.rows:
-        row_seeds = row.seeds if row.seeds is not None else spec.seeds
-        for seed in [s for s in seeds if s in row_seeds] if seeds is not None else row_seeds:
-            record = run_row(spec, row, tier, seed, progress=progress)
+    with _overall_progress(progress) as bar:
+        task = bar.add_task(f"{board} {tier}", total=len(runs))
+        for row, seed in runs:
+            bar.update(task, description=f"{board} {tier}: {row.name} s{seed}")
+            record = run_row(spec, row, tier, seed, progress=False)
             path = result_path(board, row.name, tier, seed)
             atomic_write_text(path, json.dumps(record, indent=1))
             written.append(path)
+            bar.advance(task)
     return written
+
+
+@dataclass(frozen=True)
+class RerunRow:
+    """One row × metric of a reproduce set against the committed results of the same seeds: (mean, std, n) each,
+    None where that side has no value."""
+
+    row: str
+    metric: MetricSpec
+    rerun: tuple[float, float, int] | None
+    committed: tuple[float, float, int] | None
+
+    @property
+    def within(self) -> bool | None:
+        """Whether the two means differ by at most the metric's tolerance (None: nothing to compare)."""
+        if self.rerun is None or self.committed is None:
+            return None
+        return abs(self.rerun[0] - self.committed[0]) <= self.metric.tolerance + 1e-12
+
+
+def compare(board: str, tier: str, before: dict[str, list[dict[str, Any]]], written: list[Path]) -> list[RerunRow]:
+    """Each re-run row and metric against ``before`` (``load_results`` read before ``reproduce`` overwrote the
+    files), restricted to the seeds that were re-run so both means cover the same runs."""
+    spec = load_spec(board)
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for path in written:
+        record = json.loads(Path(path).read_text())
+        fresh.setdefault(record["row"], []).append(record)
+    out = []
+    for row in spec.rows:
+        if row.name not in fresh:
+            continue
+        seeds = {r["seed"] for r in fresh[row.name]}
+        old = [r for r in before.get(row.name, []) if r["seed"] in seeds]
+        for m in spec.metrics:
+            out.append(RerunRow(row.name, m, _metric_stats(fresh[row.name], m.key), _metric_stats(old, m.key)))
+    return out
+
+
+def comparison_table(board: str, tier: str, rows: list[RerunRow]) -> Any:
+    """The rich table ``zoo leaderboard reproduce`` ends with: re-run vs committed, and the tolerance verdict."""
+    from rich.table import Table
+
+    table = Table(title=f"{board} {tier}: re-run vs committed (same seeds)")
+    for header in ("row", "metric", "re-run", "committed", "tolerance", "within"):
+        table.add_column(header, justify="right" if header in ("re-run", "committed", "tolerance") else "left")
+    verdicts = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}
+    for r in rows:
+        committed = r.metric.format.format(r.committed[0]) + f" ({r.committed[2]})" if r.committed else "none"
+        rerun = _format_stat(r.metric, *r.rerun) if r.rerun else "—"
+        table.add_row(r.row, r.metric.display, rerun, committed, f"{r.metric.tolerance:g}", verdicts[r.within])
+    return table
 
 
 def load_results(board: str, tier: str) -> dict[str, list[dict[str, Any]]]:
@@ -219,9 +331,37 @@ def load_results(board: str, tier: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+def _metric_stats(records: list[dict[str, Any]], key: str) -> tuple[float, float, int] | None:
+    """(mean, sample std, n) of a metric over runs, ignoring runs without a finite value; None if none has one."""
+    values = [r["metrics"][key] for r in records if key in r["metrics"] and math.isfinite(r["metrics"][key])]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def _format_stat(m: MetricSpec, mean: float, std: float, n: int) -> str:
+    """``mean ± std (n)``; one run (deterministic rows) shows no spread."""
+    spread = f" ± {m.format.format(std)}" if n > 1 else ""
+    return f"{m.format.format(mean)}{spread} ({n})"
+
+
+Stats = dict[str, dict[str, tuple[float, float, int]]]  # row → metric key → (mean, std, n)
+
+
+def _board_stats(spec: BoardSpec, results: dict[str, list[dict[str, Any]]]) -> Stats:
+    """Per row with results, per metric with a value: (mean, std, n)."""
+    stats = {}
+    for row, records in results.items():
+        stats[row] = {m.key: st for m in spec.metrics if (st := _metric_stats(records, m.key)) is not None}
+    return stats
+
+
+def _best_row(stats: Stats, m: MetricSpec) -> str | None:
+    """The row with the best mean on ``m`` (None for a diagnostic metric or when no row has it)."""
+    means = {row: s[m.key][0] for row, s in stats.items() if m.key in s}
+    if not means or m.better == "none":
+        return None
+    return (min if m.better == "lower" else max)(means, key=means.get)
 
 
 def render_board(spec: BoardSpec) -> str:
@@ -247,23 +387,14 @@ def render_board(spec: BoardSpec) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+ARROWS = {"lower": " ↓", "higher": " ↑", "none": ""}
+
+
 def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]]) -> str:
-    stats: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for row, records in results.items():
-        stats[row] = {}
-        for m in spec.metrics:
-            values = [r["metrics"][m.key] for r in records if m.key in r["metrics"] and math.isfinite(r["metrics"][m.key])]
-            if values:
-                mean, std = _mean_std(values)
-                stats[row][m.key] = (mean, std, len(values))
-    best = {}
-    for m in spec.metrics:
-        means = {row: s[m.key][0] for row, s in stats.items() if m.key in s}
-        if means and m.better != "none":
-            best[m.key] = (min if m.better == "lower" else max)(means, key=means.get)
+    stats = _board_stats(spec, results)
+    best = {m.key: _best_row(stats, m) for m in spec.metrics}
     has_claimed = any(r.claimed for r in spec.rows)
-    arrows = {"lower": " ↓", "higher": " ↑", "none": ""}
-    header = ["row", *(f"{m.display}{arrows[m.better]}" for m in spec.metrics), "params (active)", "wall s", "recipe"]
+    header = ["row", *(f"{m.display}{ARROWS[m.better]}" for m in spec.metrics), "params (active)", "wall s", "recipe"]
     if has_claimed:
         header.append("claimed (paper)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -276,9 +407,7 @@ def _table(spec: BoardSpec, tier: str, results: dict[str, list[dict[str, Any]]])
             if m.key not in stats[row.name]:
                 cells.append("—")
                 continue
-            mean, std, n = stats[row.name][m.key]
-            spread = f" ± {m.format.format(std)}" if n > 1 else ""  # one run (deterministic rows): no spread
-            text = f"{m.format.format(mean)}{spread} ({n})"
+            text = _format_stat(m, *stats[row.name][m.key])
             cells.append(f"**{text}**" if best.get(m.key) == row.name else text)
         first = records[0]
         cells.append(f"{first['params_total']:,} ({first['params_active']:,})")
@@ -307,32 +436,64 @@ def _comparisons(spec: BoardSpec, results: dict[str, list[dict[str, Any]]]) -> l
     return [*lines, ""] if lines else []
 
 
-def _readme_with_block(readme: str, board: str, block: str) -> str:
-    start, end = f"<!-- board:{board} -->", f"<!-- /board:{board} -->"
-    if start not in readme or end not in readme:
+SUMMARY_TIER = "full"
+README_START, README_END = "<!-- leaderboards -->", "<!-- /leaderboards -->"
+
+
+def summary_table(boards: list[str], tier: str = SUMMARY_TIER) -> str:
+    """The README's Markdown table: one row per board with its best row on the primary metric and its MoE row
+    against the dense twin, from the ``tier`` results (a board without any says so)."""
+    lines = [
+        f"| board | task | best on the primary metric (`{tier}` tier) | MoE vs its dense twin |",
+        "|---|---|---|---|",
+    ]
+    for name in boards:
+        spec = load_spec(name)
+        cells = _summary_cells(spec, load_results(name, tier), tier)
+        lines.append(f"| [{name}](leaderboards/{name}.md) | {spec.task} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _summary_cells(spec: BoardSpec, results: dict[str, list[dict[str, Any]]], tier: str) -> tuple[str, str]:
+    if not results:
+        return f"no `{tier}` results yet", "—"
+    stats = _board_stats(spec, results)
+    m = spec.primary_metric
+    best = _best_row(stats, m)
+    best_cell = f"`{best}` {_format_stat(m, *stats[best][m.key])} {m.display}{ARROWS[m.better]}" if best else "—"
+    if spec.summary.moe is None:
+        return best_cell, "—"
+
+    def mean(row: str) -> str:
+        return m.format.format(stats[row][m.key][0]) if m.key in stats.get(row, {}) else "—"
+
+    moe, dense = spec.summary.moe, spec.summary.dense
+    return best_cell, f"`{moe}` {mean(moe)} vs `{dense}` {mean(dense)} {m.display}{ARROWS[m.better]}"
+
+
+def _readme_with_summary(readme: str, table: str) -> str:
+    """``readme`` with the table between its summary markers (unchanged when it has none)."""
+    if README_START not in readme or README_END not in readme:
         return readme
-    head, rest = readme.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{block.strip()}\n{end}{tail}"
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{table.strip()}\n{README_END}{tail}"
 
 
 def render(boards: list[str], check: bool = False) -> list[Path]:
-    """Write (or, with ``check``, compare) each board's Markdown and its README block; returns stale files."""
-    readme_path = repo_root() / "README.md"
-    readme = readme_path.read_text() if readme_path.exists() else ""
-    new_readme = readme
+    """Write (or, with ``check``, compare) each board's Markdown and the README summary of every board; returns
+    the stale files."""
     stale = []
     for name in boards:
-        spec = load_spec(name)
-        text = render_board(spec)
+        text = render_board(load_spec(name))
         md = boards_dir() / f"{name}.md"
         if not md.exists() or md.read_text() != text:
             stale.append(md)
             if not check:
                 atomic_write_text(md, text)
-        table = text.split("## Tier", 1)
-        block = f"**{spec.title}** ([full table](leaderboards/{name}.md))\n\n" + ("## Tier" + table[1] if len(table) > 1 else "")
-        new_readme = _readme_with_block(new_readme, name, block.replace("## Tier", "Tier"))
+    readme_path = repo_root() / "README.md"
+    readme = readme_path.read_text() if readme_path.exists() else ""
+    new_readme = _readme_with_summary(readme, summary_table(board_names()))
     if new_readme != readme:
         stale.append(readme_path)
         if not check:

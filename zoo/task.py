@@ -169,6 +169,17 @@ class RunResult:
     module: L.LightningModule
 
 
+def default_threads() -> int:
+    """Torch threads for a run: the cores this process may use minus those other processes keep busy (the
+    one-minute load average), at least 1. Many threads on a loaded machine make small models many times slower."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
