@@ -412,11 +412,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         stale = leaderboard.render(boards, check=args.check)
         print("up to date" if not stale else "rendered " + ", ".join(str(p) for p in stale))
         return 0
+    if args.threads is not None:  # else torch's default, as the committed smoke results were made
+        _set_threads(args.threads)
     _quiet_lightning()
     if args.action == "reproduce":
+        from rich.console import Console
+
         for board in boards:
-            for path in leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds, progress=not args.no_progress):
-                print(f"wrote {path}")
+            before = leaderboard.load_results(board, args.tier)  # the committed numbers, before re-runs replace them
+            written = leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds,
+                                            progress=not args.no_progress)
+            rows = leaderboard.compare(board, args.tier, before, written)
+            Console(stderr=False).print(leaderboard.comparison_table(board, args.tier, rows))
+            print(f"wrote {len(written)} results under leaderboards/results/{board}/", file=sys.stderr)
         return 0
     for board in boards:
         leaderboard.check_tier(board, args.tier, seeds=args.seeds)
@@ -558,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--seeds", nargs="+", type=int, help="reproduce, check: only these seeds")
     lb.add_argument("--check", action="store_true", help="render: exit 6 if committed tables differ")
     lb.add_argument("--no-progress", action="store_true")
+    lb.add_argument("--threads", type=int, metavar="N", help="reproduce, check: torch threads per run (default: "
+                    "torch's, all cores; recorded in each result)")
     lb.add_argument("--json", action="store_true")
     return parser
 

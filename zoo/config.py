@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -213,11 +214,32 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
+# ``lightning.Trainer``'s keyword arguments (Lightning 2.5-2.6), for checking recipes without importing Lightning
+# (``zoo config show`` stays fast); once Lightning is imported, as it is for training, its own signature is used.
+TRAINER_KEYS = frozenset((
+    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches",
+    "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
+    "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
+    "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val",
+    "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode", "use_distributed_sampler",
+    "profiler", "detect_anomaly", "barebones", "plugins", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
+    "default_root_dir", "enable_autolog_hparams", "model_registry",
+))
+
+
+def trainer_keys() -> set[str]:
+    """The keyword arguments ``lightning.Trainer`` accepts: its signature if Lightning is loaded, else
+    :data:`TRAINER_KEYS`."""
+    lightning = sys.modules.get("lightning")
+    if lightning is None:
+        return set(TRAINER_KEYS)
+    return set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+
+
 def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:
     """Unknown ``trainer.*`` keys fail here, with a suggestion, instead of deep inside Lightning."""
-    import lightning as L
-
-    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    allowed = trainer_keys()
     for key in kwargs:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)

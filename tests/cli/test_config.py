@@ -418,3 +418,13 @@ def test_to_dict_from_dict_round_trip(recipe):
     assert again == cfg and isinstance(again.optim.betas, tuple)
     assert to_dict(again) == data
     assert all(not isinstance(v, float) or math.isfinite(v) for v in data["optim"].values() if v is not None)
+
+
+def test_the_static_trainer_keys_are_lightnings():
+    import inspect
+
+    import lightning as L
+
+    from zoo.config import TRAINER_KEYS
+
+    assert set(inspect.signature(L.Trainer.__init__).parameters) - {"self"} == TRAINER_KEYS

@@ -464,8 +464,50 @@ def test_publish_missing_flags_exits_2(env, capsys, argv, missing):
     assert (sorted((env / "weights").glob("*")) if (env / "weights").exists() else []) == before  # nothing written
 
 
-def test_weights_verify_needs_an_id(env, capsys):
-    assert_one_line_error(cli(capsys, "weights", "verify"), 2, "ID=None is not allowed")
+def test_weights_verify_without_an_id_verifies_all(env, published, capsys):
+    code, out, _ = cli(capsys, "weights", "verify", "--json")
+    rows = {r["id"]: r for r in json.loads(out)}
+    assert code == 0 and rows[published]["status"] == "ok"
+    assert set(rows) == {e.id for e in zoo.api.all_entries()}
+
+
+def test_weights_verify_all_fails_with_the_worst_code(env, published, tmp_path, monkeypatch, capsys):
+    entry = zoo.api.find_entry(published)
+    path = Path(env / "weights" / entry.file)
+    saved = path.read_bytes()
+    try:
+        path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
+        code, out, err = cli(capsys, "weights", "verify")
+        assert code == 4 and "error 4" in out and published in out
+    finally:
+        path.write_bytes(saved)
+
+
+def test_published_weights_carry_their_model_info(env, published):
+    entry = zoo.api.find_entry(published)
+    meta = yaml.safe_load((env / "weights" / entry.config).read_text())
+    assert set(meta["model_info"]) >= {"lookback", "horizon"}
+    loaded = zoo.api.load_weights(published)
+    assert loaded.datamodule is None and loaded.info["horizon"] == meta["model_info"]["horizon"]
+
+
+def test_train_summary_and_verbose(env, run, capsys):
+    code, out, _ = cli(capsys, "eval", "forecasting", "--run", run)
+    assert code == 0 and "more metrics" not in out or "--verbose" in out
+    code, verbose, _ = cli(capsys, "eval", "forecasting", "--run", run, "--verbose")
+    assert code == 0 and len(verbose.splitlines()) >= len(out.splitlines())
+
+
+def test_run_dir_keeps_threads_and_expert_load(run):
+    info = json.loads((run / "run.json").read_text())
+    assert isinstance(info["threads"], int) and info["threads"] >= 1
+    assert (run / "expert_load.json").exists() and (run / "expert_load.png").exists()
+    assert (run / "model_info.yaml").exists()
+
+
+def test_eval_set_takes_data_keys_only(env, run, capsys):
+    assert_one_line_error(cli(capsys, "eval", "forecasting", "--run", run, "--set", "model.d_model=8"), 2,
+                          "data.* overrides only")
 
 
 def test_train_on_a_user_csv_and_bad_csv_leaves_no_run_dir(capsys, tmp_path):
