@@ -1,7 +1,7 @@
 """Map the top-level ``tasks/`` and ``kernels/`` folders into the ``zoo`` import package.
 
 The mapping lives here rather than in pyproject because ``packages.find`` cannot add the ``zoo.`` prefix, and a
-static package list silently drops unlisted subpackages from wheels (see shared/docs/ENVIRONMENT.md §4).
+static package list silently drops unlisted subpackages from wheels (see docs/architecture.md, "Packaging").
 """
 
 from setuptools import find_packages, setup

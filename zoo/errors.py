@@ -1,7 +1,7 @@
 """Errors that the ``zoo`` CLI turns into a one-line message and an exit code.
 
 Every user-facing failure is a :class:`ZooError` subclass whose ``exit_code`` is the one documented in
-ARCHITECTURE.md (0 ok, 1 bug, 2 usage/config/bad input, 3 weights unavailable, 4 checksum mismatch,
+docs/architecture.md (0 ok, 1 bug, 2 usage/config/bad input, 3 weights unavailable, 4 checksum mismatch,
 5 leaderboard outside tolerance, 6 rendered table out of date). Bad-argument errors also subclass
 ``ValueError`` so library users can catch them the usual way.
 """

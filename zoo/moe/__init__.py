@@ -1,6 +1,6 @@
 """The shared MoE backbone: routers, expert banks, the MoE layer, balance losses and routing statistics.
 
-Every task builds its models from these parts (ARCHITECTURE.md, "The MoE contract"); none re-implements
+Every task builds its models from these parts (docs/architecture.md, "The MoE contract"); none re-implements
 routing, dispatch or balancing.
 ``MoEConfig`` (``zoo.moe.config``) is torch-free; the rest load on first access, so a task's config module can
 import ``zoo.moe.MoEConfig`` without importing torch.

@@ -1,6 +1,6 @@
 """Routers: token representations in, a :class:`Routing` out.
 
-Every router returns the same contract (ARCHITECTURE.md, "The MoE contract"): ``ids[T, k_max]`` (int64, −1 for
+Every router returns the same contract (docs/architecture.md, "The MoE contract"): ``ids[T, k_max]`` (int64, −1 for
 a slot with no work), ``weights[T, k_max]`` (0 where the id is −1), fp32 ``logits[T, E]`` and named, already
 weighted auxiliary losses. Dynamic-k routers (top-p, threshold, dense-to-sparse, expert choice) pad to their
 widest row with −1, so every router feeds the same dispatch.
