@@ -19,7 +19,7 @@ What it measures
     * ``ideal_bmm`` the batched chain ``(E, T·k/E, D)·(E, D, F) → act → ·(E, F, D)``: perfectly uniform load.
 
     ``t_ideal = min(ideal_mm, ideal_bmm)`` and ``fraction of ideal = t_ideal / t_variant``
-    (shared/docs/KERNELS.md §6). Routing is top-k of the softmax of seeded random logits (near-uniform load),
+    (docs/kernels.md, "Measuring"). Routing is top-k of the softmax of seeded random logits (near-uniform load),
     weights renormalised over the k picks. Each repeat runs every variant once (interleaved, in a fresh random
     order), after one untimed warm-up call each that also checks every variant's output against ``hf_loop``;
     the reported time is the median over repeats. Everything runs on the CPU with torch's thread count.

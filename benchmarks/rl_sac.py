@@ -1,5 +1,5 @@
 """Throughput of SAC with the PMOE actor on a gymnasium environment: env steps/s, updates/s, and the projected
-wall time of a 100k-step run (issue 8's target: ≤ 10 minutes on 2 cores).
+wall time of a 100k-step run (the RL boards' budget: at most 10 minutes on 2 cores).
 
     .venv/bin/python benchmarks/rl_sac.py                          # Hopper-v5, K = 1 and 4, 3,000 steps
     .venv/bin/python benchmarks/rl_sac.py --env TwoGoal-v0 --steps 2000 --experts 1 2

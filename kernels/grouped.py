@@ -1,7 +1,8 @@
 """Sort → ``grouped_mm`` per projection → deterministic combine (torchtitan's recipe).
 
 One grouped GEMM per projection instead of E small ones: the CPU choice for fine-grained experts (E=64 top-8
-reaches ~0.86 of the dense ideal in fp32, against 0.37 for the per-expert loop; shared/docs/KERNELS.md §7).
+reaches ~0.86 of the dense ideal in fp32, against 0.37 for the per-expert loop; docs/kernels.md, "Early CPU
+measurements").
 ``grouped_mm`` needs 16-byte aligned rows, so D and F must be multiples of 4 (fp32) or 8 (bf16); otherwise
 this backend declines and ``auto`` falls back to ``loop``.
 """

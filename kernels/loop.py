@@ -1,7 +1,7 @@
 """Sorted per-expert loop: sort → split by expert → ``F.linear`` per expert → deterministic combine.
 
 The portable backend: any D/F, any float dtype, any torch. At coarse granularity (E≈8) it is as fast as
-``grouped`` on the CPU; at fine granularity its E small GEMMs lose (shared/docs/KERNELS.md §7).
+``grouped`` on the CPU; at fine granularity its E small GEMMs lose (docs/kernels.md, "Early CPU measurements").
 """
 
 from __future__ import annotations

@@ -307,13 +307,15 @@ def comparison_table(board: str, tier: str, rows: list[RerunRow]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{board} {tier}: re-run vs committed (same seeds)")
-    for header in ("row", "metric", "re-run", "committed", "tolerance", "within"):
-        table.add_column(header, justify="right" if header in ("re-run", "committed", "tolerance") else "left")
+    for header in ("row", "metric", "re-run", "committed", "Δ mean", "tolerance", "within"):
+        table.add_column(header, justify="left" if header in ("row", "metric", "within") else "right")
     verdicts = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}
     for r in rows:
-        committed = r.metric.format.format(r.committed[0]) + f" ({r.committed[2]})" if r.committed else "none"
+        fmt = r.metric.format.format
         rerun = _format_stat(r.metric, *r.rerun) if r.rerun else "—"
-        table.add_row(r.row, r.metric.display, rerun, committed, f"{r.metric.tolerance:g}", verdicts[r.within])
+        committed = f"{fmt(r.committed[0])} ({r.committed[2]})" if r.committed else "none"
+        delta = f"{r.rerun[0] - r.committed[0]:+.3g}" if r.rerun and r.committed else "—"
+        table.add_row(r.row, r.metric.display, rerun, committed, delta, f"{r.metric.tolerance:g}", verdicts[r.within])
     return table
 
 

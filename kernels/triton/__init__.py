@@ -1,8 +1,8 @@
 """The ``triton`` backend of ``moe_ffn``: fused gather → grouped GEMM → scatter, and a deterministic combine.
 
-Layout (shared/docs/KERNELS.md §4): ``kernels.py`` holds the Triton kernels, ``ops.py`` their thin launchers as
-``torch.library.custom_op``s with fake implementations (``torch.compile`` traces them), ``routing.py`` the
-device-side sort and block map (no host syncs), ``moe.py`` one autograd ``Function`` per projection whose
+Layout (docs/kernels.md, "The Triton backend"): ``kernels.py`` holds the Triton kernels, ``ops.py`` their thin
+launchers as ``torch.library.custom_op``s with fake implementations (``torch.compile`` traces them), ``routing.py``
+the device-side sort and block map (no host syncs), ``moe.py`` one autograd ``Function`` per projection whose
 backward reuses the forward's sort.
 
 This module itself imports neither triton nor the kernels, so ``import zoo.kernels`` stays cheap and works

@@ -15,7 +15,7 @@ Rows are the ``S = T·k`` slots sorted by expert (see ``routing.py``). Three ker
   per block of tokens (and columns), the k slots reduced in registers: deterministic, no atomics.
 
 All products accumulate in fp32. ``UPCAST`` converts loaded tiles to fp32 before arithmetic: the CPU interpreter
-computes bf16 wrongly (ENVIRONMENT.md §6), so the launchers set it there for bf16.
+computes bf16 wrongly (docs/kernels.md, "The Triton interpreter"), so the launchers set it there for bf16.
 """
 
 from __future__ import annotations

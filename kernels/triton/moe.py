@@ -44,7 +44,7 @@ class Blocks:
 
 def default_blocks(dtype: torch.dtype) -> Blocks:
     """Fixed tiles per dtype (never per batch size, so results do not depend on T). Under the CPU interpreter
-    every program iteration costs milliseconds, so it gets big tiles (ENVIRONMENT.md §6)."""
+    every program iteration costs milliseconds, so it gets big tiles (docs/kernels.md, "The Triton interpreter")."""
     if INTERPRETED:
         return Blocks(64, 256, 256, 64, 256, 256, 64, 256)
     if dtype == torch.float32:

@@ -43,7 +43,7 @@ def _device_guard(t: Tensor):
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """``ieee`` fp32 products unless TF32 is allowed for matmuls (KERNELS.md §5 tests fp32 with TF32 off)."""
+    """``ieee`` fp32 products unless TF32 is allowed for matmuls (docs/kernels.md tests fp32 with TF32 off)."""
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         return "ieee"
     if dtype == torch.bfloat16 and K.INTERPRETED:

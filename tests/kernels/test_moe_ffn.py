@@ -1,6 +1,6 @@
 """``zoo.kernels.moe_ffn`` and its backends against the per-token oracle ``backend="reference"``.
 
-Contract and test plan: shared/docs/KERNELS.md §2, §4, §5; grouped_mm quirks: ENVIRONMENT.md §7.
+Contract, rules and test plan: docs/kernels.md (§1-§3; grouped_mm's CPU quirks under §2).
 Every non-reference backend in ``backends()`` is checked (forward and all gradients, with a random dense
 upstream gradient), so a newly registered backend is tested without touching this file. The reference is a
 Python loop over T·k slots, so large T comes with small D/F.

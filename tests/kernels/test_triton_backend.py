@@ -5,8 +5,8 @@ The kernels are jitted for the interpreter only if ``TRITON_INTERPRET=1`` is set
 ``zoo.kernels.triton.kernels`` is first imported. ``tests/conftest.py`` sets it for the whole session on machines
 without ``nvidia-smi``; the autouse fixture below also sets it (for this module's tests only) whenever CUDA is
 unavailable, and skips if the kernels were already compiled for a GPU. Shapes are tiny and tiles large: every
-interpreted program costs milliseconds (shared/docs/ENVIRONMENT.md §6). ``test_moe_ffn.py`` additionally runs
-a representative subset of its backend matrix on ``triton``.
+interpreted program costs milliseconds (docs/kernels.md, "The Triton interpreter"). ``test_moe_ffn.py``
+additionally runs a representative subset of its backend matrix on ``triton``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Leaderboards: spec → reproduce → results JSON → render Markdown (+ README block) → render --check / check."""
+"""Leaderboards: spec → reproduce → results JSON → render Markdown (+ README summary) → render --check / check."""
 
 import json
 
@@ -26,11 +26,11 @@ SPEC = {
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
-    """A scratch repository root holding leaderboards/ and a README with a board block."""
+    """A scratch repository root holding leaderboards/ and a README with a summary block."""
     monkeypatch.setattr(leaderboard, "repo_root", lambda: tmp_path)
     (tmp_path / "leaderboards").mkdir()
     (tmp_path / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    (tmp_path / "README.md").write_text("intro\n<!-- board:tiny -->\nold\n<!-- /board:tiny -->\noutro\n")
+    (tmp_path / "README.md").write_text("intro\n<!-- leaderboards -->\nold\n<!-- /leaderboards -->\noutro\n")
     return tmp_path
 
 
@@ -55,8 +55,8 @@ def test_render_mean_std_best_and_claimed(root):
     assert "| dense | 20.00 (1) | **0.900 (1)** |" in md
     assert "zoo leaderboard reproduce tiny --tier full" in md and "Tier `smoke`" not in md
     readme = (root / "README.md").read_text()
-    assert readme.startswith("intro\n<!-- board:tiny -->\n") and readme.endswith("<!-- /board:tiny -->\noutro\n")
-    assert "old" not in readme and "**11.00 ± 1.41 (2)**" in readme
+    assert readme.startswith("intro\n<!-- leaderboards -->\n| board |") and readme.endswith("|\n<!-- /leaderboards -->\noutro\n")
+    assert "old" not in readme and "| [tiny](leaderboards/tiny.md) | forecasting | `naive` 11.00 ± 1.41 (2) sMAPE ↓ |" in readme
 
 
 def test_render_check_detects_drift(root):
@@ -181,3 +181,98 @@ def test_check_tier_can_be_limited_to_seeds(root, monkeypatch):
                         lambda spec, row, tier, seed, **kw: reran.append(seed) or {"metrics": {"test/smape": 10.0}})
     leaderboard.check_tier("tiny", "smoke", seeds=[0])
     assert reran == [0]
+
+
+def write_spec(root, name, **changes):
+    (root / "leaderboards" / f"{name}.yaml").write_text(yaml.safe_dump({**SPEC, **changes}))
+
+
+PAIRED_ROWS = [{"name": "moe", "recipe": "moe_e8k2_m3-monthly"}, {"name": "dense", "recipe": "dense_m3-monthly"},
+               {"name": "naive", "recipe": "snaive_m3-monthly", "seeds": [0]}]
+
+
+def test_summary_table_best_row_and_moe_vs_dense(root):
+    write_spec(root, "tiny", rows=PAIRED_ROWS, summary={"moe": "moe", "dense": "dense"})
+    write_spec(root, "acc", rows=PAIRED_ROWS, summary={"metric": "test/acc", "moe": "moe", "dense": "dense"})
+    for board in ("tiny", "acc"):
+        write_result(board, "moe", "full", 0, {"test/smape": 14.0, "test/acc": 0.8})
+        write_result(board, "moe", "full", 1, {"test/smape": 15.0, "test/acc": 0.6})
+        write_result(board, "dense", "full", 0, {"test/smape": 15.0, "test/acc": 0.65})
+        write_result(board, "naive", "full", 0, {"test/smape": 13.0, "test/acc": 0.5})
+    table = leaderboard.summary_table(["tiny", "acc"])
+    # sMAPE: lower is better, so the one-run naive row wins; acc (higher): the moe row's mean 0.7 wins
+    assert "| [tiny](leaderboards/tiny.md) | forecasting | `naive` 13.00 (1) sMAPE ↓ | `moe` 14.50 vs `dense` 15.00 sMAPE ↓ |" in table
+    assert "| [acc](leaderboards/acc.md) | forecasting | `moe` 0.700 ± 0.141 (2) acc ↑ | `moe` 0.700 vs `dense` 0.650 acc ↑ |" in table
+
+
+def test_summary_table_says_when_results_are_missing(root):
+    write_spec(root, "tiny", rows=PAIRED_ROWS, summary={"moe": "moe", "dense": "dense"})
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 13.0})
+    assert "| [tiny](leaderboards/tiny.md) | forecasting | no `full` results yet | — |" in leaderboard.summary_table(["tiny"])
+    write_result("tiny", "dense", "full", 0, {"test/smape": 15.0})
+    row = leaderboard.summary_table(["tiny"]).splitlines()[-1]
+    assert row.endswith("| `dense` 15.00 (1) sMAPE ↓ | `moe` — vs `dense` 15.00 sMAPE ↓ |")
+
+
+def test_summary_spec_is_validated(root):
+    write_spec(root, "tiny", summary={"moe": "nope", "dense": "dense"})
+    with pytest.raises(ZooValueError, match="no row 'nope'"):
+        leaderboard.load_spec("tiny")
+    write_spec(root, "tiny", summary={"moe": "naive"})
+    with pytest.raises(ZooValueError, match="both a moe row and its dense twin"):
+        leaderboard.load_spec("tiny")
+    write_spec(root, "tiny", summary={"metric": "test/mase"})
+    with pytest.raises(ZooValueError, match="summary.metric"):
+        leaderboard.load_spec("tiny")
+
+
+def fake_runs(monkeypatch, metrics_by_row):
+    """Replace training by records whose metrics come from ``metrics_by_row``; returns the progress flags seen."""
+    seen = []
+
+    def run_row(spec, row, tier, seed, *, progress=False):
+        seen.append(progress)
+        return {"board": spec.name, "row": row.name, "tier": tier, "seed": seed, "metrics": metrics_by_row[row.name]}
+
+    monkeypatch.setattr(leaderboard, "run_row", run_row)
+    return seen
+
+
+def test_compare_rerun_with_committed_means_within_tolerance(root, monkeypatch):
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 10.0, "test/acc": 0.5})
+    write_result("tiny", "naive", "smoke", 1, {"test/smape": 12.0, "test/acc": 0.5})
+    write_result("tiny", "naive", "smoke", 2, {"test/smape": 99.0, "test/acc": 0.5})  # not re-run: left out
+    before = leaderboard.load_results("tiny", "smoke")
+    fake_runs(monkeypatch, {"naive": {"test/smape": 11.05, "test/acc": 0.6}, "dense": {"test/smape": 20.0}})
+    written = leaderboard.reproduce("tiny", "smoke", seeds=[0, 1])
+    rows = leaderboard.compare("tiny", "smoke", before, written)
+    got = {(r.row, r.metric.key): (r.rerun, r.committed, r.within) for r in rows}
+    # smape: committed mean 11 over seeds 0, 1; |11.05 - 11| <= 0.1. acc: |0.6 - 0.5| > 0. dense: nothing committed
+    assert got[("naive", "test/smape")] == ((11.05, 0.0, 2), (11.0, 2 ** 0.5, 2), True)
+    assert got[("naive", "test/acc")][2] is False
+    assert got[("dense", "test/smape")] == ((20.0, 0.0, 2), None, None)
+    assert got[("dense", "test/acc")] == (None, None, None)
+
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(leaderboard.comparison_table("tiny", "smoke", rows))
+    text = console.export_text()
+    assert "tiny smoke: re-run vs committed" in text
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    assert cells == [
+        ["naive", "sMAPE", "11.05 ± 0.00 (2)", "11.00 (2)", "+0.05", "0.1", "yes"],
+        ["naive", "acc", "0.600 ± 0.000 (2)", "0.500 (2)", "+0.1", "0", "no"],
+        ["dense", "sMAPE", "20.00 ± 0.00 (2)", "none", "—", "0.1", "—"],
+        ["dense", "acc", "—", "none", "—", "0", "—"],
+    ]
+
+
+def test_reproduce_shows_one_overall_progress(root, monkeypatch, capsys):
+    seen = fake_runs(monkeypatch, {"naive": {"test/smape": 1.0}, "dense": {"test/smape": 2.0}})
+    written = leaderboard.reproduce("tiny", "smoke", progress=True)
+    assert len(written) == 4 and seen == [False] * 4, "the runs' own bars stay off"
+    out, err = capsys.readouterr()
+    bars = [line for line in err.splitlines() if line.strip()]
+    assert out == "" and len(bars) == 1
+    assert bars[0].startswith("tiny smoke: dense s1") and "4/4" in bars[0]
