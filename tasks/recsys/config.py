@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.errors import check_arg
-from zoo.module import OptimConfig
-
-from .models import MODELS
+from zoo.optim import OptimConfig
 
 SOURCES = ("ml100k", "movielens", "simulator", "mmoe_synthetic")
+ARCHS = ("shared_bottom", "mmoe", "cgc", "ple", "home", "din", "moe_user_gate", "awmoe")
+"""The ``model.arch`` names, each a class of :mod:`.models` (registered there under the same name)."""
 
 
 @dataclass
@@ -69,8 +69,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """``arch``: a :data:`.models.MODELS` name (``shared_bottom``, ``mmoe``, ``cgc``, ``ple``, ``home``, ``din``,
-    ``moe_user_gate``, ``awmoe``); ``kwargs``: its constructor's keyword arguments (``num_experts``,
+    """``arch``: one of :data:`ARCHS`; ``kwargs``: its constructor's keyword arguments (``num_experts``,
     ``expert_norm``, ``one_gate``, ``hierarchy_mask``, ``contrastive``...; an unknown one fails when the model is
     built). HoME's ``task_groups`` default to the data's groups (watch vs rating / interaction).
     ``embed_dim``: width of every embedding table."""
@@ -80,7 +79,7 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_arg(self.arch in MODELS.names(), "model.arch", self.arch, MODELS.names())
+        check_arg(self.arch in ARCHS, "model.arch", self.arch, sorted(ARCHS))
         check_arg(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "a positive int")
 
 

@@ -22,6 +22,7 @@ as a warning here; its training loss then only pushes scores down, and its test 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -76,6 +77,16 @@ def history_positives(data: RecData, split: RecSplit) -> np.ndarray:
     if "rating" in split.values:
         return np.isfinite(split.values["rating"])
     return split.labels[:, data.tasks.index(SIM_HISTORY_TASK)] > 0
+
+
+def with_features(rows: Mapping[str, torch.Tensor], user_features: torch.Tensor, item_features: torch.Tensor,
+                  item_dense: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's batch from rows holding ``user[B]`` and ``item[B]``: ``sparse`` = user id ‖ user features ‖
+    item features and ``dense`` = the item's multi-hot fields, looked up by id in the tables (the datamodule's
+    when training, the model info's when serving)."""
+    user, item = rows["user"], rows["item"]
+    sparse = torch.cat([user[:, None], user_features[user], item_features[item]], 1)
+    return {**rows, "sparse": sparse, "dense": item_dense[item]}
 
 
 class RowBatches(Dataset):
@@ -193,9 +204,7 @@ class RecsysDataModule(L.LightningDataModule):
         """The model's batch dict from gathered split rows (features looked up by user and item id)."""
         if self.regression:
             return dict(rows)
-        user, item = rows["user"], rows["item"]
-        return {**rows, "sparse": torch.cat([user[:, None], self.user_table[user], self.item_table[item]], 1),
-                "dense": self.item_dense[item]}
+        return with_features(rows, self.user_table, self.item_table, self.item_dense)
 
     def dataset(self, split: str) -> RowBatches:
         check_arg(split in SPLITS, "split", split, SPLITS)
@@ -216,42 +225,3 @@ class RecsysDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
-
-    # ------------------------------------------------------------------------------------ serving (predict)
-
-    def user_id(self, token: str) -> int:
-        """The internal id of the source's user ``token`` (as in the data files); unknown → ZooValueError."""
-        tokens = self.data.user_tokens
-        ids = np.flatnonzero(tokens[1:] == str(token))
-        if not len(ids):
-            raise ZooValueError(f"unknown user id {token!r}; {self.data.name} has user ids such as "
-                                f"{', '.join(tokens[1:4])}")
-        uid = int(ids[0]) + 1
-        if self.cfg.max_users is not None and uid > self.cfg.max_users:
-            raise ZooValueError(f"user {token!r} is not among the {self.cfg.max_users} users kept by data.max_users "
-                                "when this model was trained")
-        return uid
-
-    def item_ids(self, tokens: list[str]) -> np.ndarray:
-        """Internal ids of item ``tokens``; the first unknown one → ZooValueError."""
-        lookup = {t: i for i, t in enumerate(self.data.item_tokens) if i}
-        unknown = [t for t in tokens if t not in lookup]
-        if unknown:
-            raise ZooValueError(f"unknown item id {unknown[0]!r} ({len(unknown)} unknown of {len(tokens)}); "
-                                f"{self.data.name} has {len(lookup)} items with ids such as "
-                                f"{', '.join(self.data.item_tokens[1:4])}")
-        return np.array([lookup[t] for t in tokens], np.int64)
-
-    def train_context(self, uid: int) -> tuple[np.ndarray, np.ndarray]:
-        """The user's items seen in train (rated / shown) and their history after train: the last L history
-        positives of their train rows, most recent last, left-padded with 0 (``[L]``)."""
-        train = self.data.train
-        rows = train.user == uid
-        seen = np.unique(train.item[rows & interactions(self.data, train)])
-        positives = train.item[rows & history_positives(self.data, train)]  # rows are in time order per user
-        L = self.data.max_history
-        hist = np.zeros(L, np.int64)
-        last = positives[-L:]
-        if len(last):
-            hist[L - len(last):] = last
-        return seen, hist

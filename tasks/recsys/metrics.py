@@ -1,4 +1,4 @@
-"""Recsys metrics (TASKS.md §8): AUC, GAUC, and the two collapse diagnostics HoME is about.
+"""Recsys metrics: AUC, GAUC, and the two collapse diagnostics HoME is about.
 
 - :func:`auc`: P(score of a positive > score of a negative), ties counting one half (sklearn's
   ``roc_auc_score``).
@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from zoo.errors import ZooValueError, check_arg
 
-DEAD_SHARE = 0.9  # a unit is "zero" when it is <= 0 on at least this share of rows (TASKS.md §8)
+DEAD_SHARE = 0.9  # a unit is "zero" when it is <= 0 on at least this share of rows
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Multi-task and behaviour-gated recommendation models, built from ``zoo.moe`` parts (shared/docs/TASKS.md §8).
+"""Multi-task and behaviour-gated recommendation models, built from ``zoo.moe`` parts.
 
 Every model reads the same batch dict and embeds it with the same :class:`FeatureEmbedding`, so the rows of a
 board differ only in what sits on top of the inputs:
@@ -603,7 +603,7 @@ class CGC(PLE):
 
 
 class HoME(RecsysModel):
-    """HoME (Wang et al., arXiv 2408.05430; details from third-party code, see TASKS.md §8).
+    """HoME (Wang et al., arXiv 2408.05430; details the paper leaves open follow third-party implementations).
 
     Two layers of single-layer experts (Linear→BN→SiLU), tasks grouped a priori (``task_groups``, e.g.
     ``[[0], [1, 2, 3, 4]]``: watch-time vs interactions):
@@ -778,7 +778,7 @@ def info_nce(g_BE: torch.Tensor, g_masked_BE: torch.Tensor, tau: float) -> torch
 
 
 class AWMoE(_Attentive):
-    """AW-MoE (Gong et al., arXiv 2306.05011, ICDE 2023; zoo version of an unverified mechanism, TASKS.md §8).
+    """AW-MoE (Gong et al., arXiv 2306.05011, ICDE 2023; the zoo's reading of the paper, not checked against its code).
 
     ``G = softmax(Σ_j a_j · U b_j)`` — a SoftRouter (its linear layer is U) on the attention-pooled history, with
     the attention unit's weights ``a_j``; ``ŷ = Σ_i G_i E_i(x)`` over FFN experts (``FFNExperts``, dispatched
@@ -787,7 +787,7 @@ class AWMoE(_Attentive):
     Contrastive loss (training only, ``contrastive=True``): a copy of the history with each real item masked
     with probability ρ ~ U(``mask_rate``) per row (simulating a long-tail user) gives G̃ through the same
     attention unit and router; ``aux["nce"] = nce_weight · InfoNCE(G, G̃, τ)`` (:func:`info_nce`).
-    Defaults: ρ ∈ [0.3, 0.5], τ = 0.1, weight 0.1 (the ranges of TASKS.md §8).
+    Defaults: ρ ∈ [0.3, 0.5], τ = 0.1, weight 0.1.
     """
 
     def __init__(
@@ -837,7 +837,7 @@ class AWMoE(_Attentive):
 # ----------------------------------------------------------------------------------------------------------------
 # factory
 
-MODELS: Registry[type[RecsysModel]] = Registry("recsys model")
+MODELS: Registry[type[RecsysModel]] = Registry("recsys model")  # the names of config.ARCHS
 for _name, _cls in (("shared_bottom", SharedBottom), ("mmoe", MMoE), ("cgc", CGC), ("ple", PLE), ("home", HoME),
                     ("din", DIN), ("moe_user_gate", MoEUserGate), ("awmoe", AWMoE)):
     MODELS.register(_name, _cls)

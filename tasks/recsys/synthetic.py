@@ -1,9 +1,8 @@
-"""Seeded recsys generators (DATA.md §8 "Generators"): (A) MMoE's synthetic task-correlation benchmark and (B) a
+"""Seeded recsys generators: (A) MMoE's synthetic task-correlation benchmark and (B) a
 Kuaishou-like feed simulator with sparse interaction tasks, delivered as :class:`~.movielens.RecData` like
 MovieLens so that models and the datamodule do not care where the rows come from.
 
-Seeding: DATA.md §0.5 draws item i of a split from ``default_rng(SeedSequence([data_seed, split_id, i]))``;
-these generators draw a population or a split as a whole, so each random component has its own stream
+Seeding: these generators draw a population or a split as a whole, each random component from its own stream
 ``default_rng(SeedSequence([seed, stream]))`` (the MMoE splits: stream = split id), and changing one component
 (another target rate, a longer test split) leaves the others' draws as they were.
 

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.recsys.atomic import load_atomic, read_atomic
 from zoo.tasks.recsys.movielens import (
-    CARRIER,
     RecData,
     behaviour_history,
     movielens,
@@ -29,15 +29,16 @@ ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY, RAW = FIXTURES / "ml-tiny", FIXTURES / "ml-raw"
 SPLITS = ("train", "val", "test")
+RECBOLE = carrier("recbole")
 
 needs_recbole = pytest.mark.skipif(importlib.util.find_spec("recbole") is None,
-                                   reason=f"needs the recbole data carrier: {CARRIER.install}")
+                                   reason=f"needs the recbole data carrier: {RECBOLE.install}")
 
 
 @pytest.fixture(scope="module")
 def ml100k() -> RecData:
     if importlib.util.find_spec("recbole") is None:
-        pytest.skip(f"needs the recbole data carrier: {CARRIER.install}")
+        pytest.skip(f"needs the recbole data carrier: {RECBOLE.install}")
     return movielens()
 
 
@@ -185,7 +186,7 @@ def test_behaviour_history_hand_worked():
 @needs_recbole
 def test_data_card_matches_the_installed_files():
     card = yaml.safe_load((ROOT / "data" / "ml-100k.yaml").read_text())
-    assert (card["source"]["package"], card["source"]["version"]) == (CARRIER.dist, CARRIER.version)
+    assert (card["source"]["package"], card["source"]["version"]) == (RECBOLE.dist, RECBOLE.version)
     site = Path(next(iter(importlib.util.find_spec("recbole").submodule_search_locations))).parent
     for entry in card["source"]["files"]:
         assert hashlib.sha256((site / entry["path"]).read_bytes()).hexdigest() == entry["sha256"], entry["path"]

