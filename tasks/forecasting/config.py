@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.errors import check_arg
-from zoo.module import OptimConfig
-from zoo.moe import MoEConfig
+from zoo.moe.config import MoEConfig
+from zoo.optim import OptimConfig
 
 NEURAL_ARCHS = ("moe", "dense", "nbeats", "wavenet", "transformer")
 STAT_ARCHS = ("seasonal_naive", "naive", "naive2", "ses", "theta", "ets")
@@ -15,6 +15,7 @@ ARCHS = NEURAL_ARCHS + STAT_ARCHS
 ONLINE_MODES = ("none", "static", "partial", "full")
 LOSSES = ("mae", "mse")
 EXPERT_LOSSES = ("none", "gate", "uniform", "best")
+FILL_POLICIES = ("error", "interpolate", "ffill")  # missing values in users' CSVs (``csvio``)
 
 
 @dataclass
@@ -25,7 +26,7 @@ class DataConfig:
     the collection's official horizon (18 for M3 monthly). ``max_series`` takes a deterministic subset (smoke).
     ``test_origins`` > 1 evaluates at that many rolling origins, ``horizon`` apart, at the end of each series
     (see ``ForecastDataModule``); ``online`` needs it. ``source`` is an offline set (``m3``, ``m1``, ``tourism``,
-    ``vic_elec``, ``us_employment``... see ``zoo info forecasting``) or a file format read from ``path``
+    ``vic_elec``, ``us_employment``...; cards in ``data/*.yaml``) or a file format read from ``path``
     (``tsf``, ``m4``, ``csv``); ``fill`` is the missing-value policy of ``csv`` files (``error``, ``interpolate``,
     ``ffill``). ``stride`` thins the training windows of long series (every ``stride``-th target start).
     """
@@ -40,6 +41,9 @@ class DataConfig:
     test_origins: int = 1
     fill: str = "error"
     stride: int = 1
+
+    def __post_init__(self) -> None:
+        check_arg(self.fill in FILL_POLICIES, "data.fill", self.fill, FILL_POLICIES)
 
 
 @dataclass

@@ -72,13 +72,13 @@ from pandas.tseries.frequencies import to_offset
 
 from zoo.errors import ZooValueError, check_arg
 
+from .config import FILL_POLICIES
 from .data import Series, seasonality
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
-FILL_POLICIES = ("error", "interpolate", "ffill")
 TIME_NAMES = ("timestamp", "date", "ds", "time")
 VALUE_NAMES = ("value", "y")
 ID_NAMES = ("id", "unique_id", "series")

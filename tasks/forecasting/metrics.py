@@ -1,4 +1,5 @@
-"""Forecasting metrics, per series then aggregated over series (mean or median), as in TASKS.md §1.
+"""Forecasting metrics, per series then aggregated over series: the mean, as the M4 competition reports them
+(Makridakis et al. 2020), or the median.
 
 - sMAPE (M4 definition, percent): ``100 · mean_h 2|ŷ − y| / (|ŷ| + |y|)``; a term with ``ŷ = y = 0`` counts 0.
 - MASE: ``mean_h |y − ŷ| / s`` with the in-sample scale ``s = mean_{t>m} |x_t − x_{t−m}|`` over the series'

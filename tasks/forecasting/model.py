@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import check_arg
-from zoo.module import ModelOutput, OptimConfig, StepOutput, ZooModule
+from zoo.module import ModelOutput, StepOutput, ZooModule
 from zoo.moe import MoEConfig, MoELayer, collect
+from zoo.optim import OptimConfig
 
 from .baselines import BASELINES, forecast_all
 
@@ -124,7 +125,7 @@ def expert_loss(
     loss: str = "mae",
     tau: float = 0.1,
 ) -> torch.Tensor:
-    """Expert-specific loss L_exp of El Mahtout & Ziel (2026), variants from shared/docs/TASKS.md:
+    """Expert-specific loss L_exp of El Mahtout & Ziel (2026), in three variants:
 
     * ``uniform``: ``(1/K) Σ_k ℓ(ŷ_k, y)`` over the token's routed experts;
     * ``gate`` (Jacobs et al. 1991): ``Σ_k g_k ℓ(ŷ_k, y) / Σ_k g_k``; its gradient also moves the gate towards

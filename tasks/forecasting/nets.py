@@ -1,11 +1,11 @@
 """Dense neural baselines of the forecasting boards: N-BEATS, a WaveNet-style CNN and a small Transformer.
 
-The paper compares its MoE against these families (shared/docs/TASKS.md, forecasting baselines), so they share
-the interface of :class:`~zoo.tasks.forecasting.model.SeasonalNaive`: the last ``L`` values of a series, scaled
-by their mean absolute value, in (``x_BL``, float32 ``[B, L]``); a direct ``H``-step forecast in the same scale
-out, wrapped in a :class:`~zoo.module.ModelOutput` without aux losses (no MoE inside). :func:`build_net` builds
-one by name from :data:`NETS`. Output layers have ``head`` in their names so that partial online learning's
-default parameter patterns (``online.train``) update them, as they do the MoE forecaster's head.
+El Mahtout & Ziel (2026) compare their MoE against these families, so they share the interface of
+:class:`~zoo.tasks.forecasting.model.SeasonalNaive`: the last ``L`` values of a series, scaled by their mean
+absolute value, in (``x_BL``, float32 ``[B, L]``); a direct ``H``-step forecast in the same scale out, wrapped in
+a :class:`~zoo.module.ModelOutput` without aux losses (no MoE inside). :func:`build_net` builds one by name from
+:data:`NETS`. Output layers have ``head`` in their names so that partial online learning's default parameter
+patterns (``online.train``) update them, as they do the MoE forecaster's head.
 """
 
 from __future__ import annotations

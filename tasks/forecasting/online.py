@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 
 from zoo.errors import ZooValueError
 from zoo.moe import on_optimizer_step, total_aux_loss
-from zoo.task import quiet_trainer
+from zoo.task import build_from_info, quiet_trainer
 
+from . import TASK
 from .data import Series, WindowDataset, _stack, make_windows
 from .evaluation import model_forecasts, score
 from .metrics import mase_scale
@@ -109,10 +110,11 @@ def partial_update(module: Any, new: WindowDataset, old: WindowDataset, cfg: Any
         model.eval()
 
 
-def retrain(cfg: Any, build_module: Any, dm: Any, fit_series: list[Series]) -> Any:
-    """A fresh module trained from scratch on ``fit_series`` with the recipe's trainer settings and seed."""
+def retrain(cfg: Any, dm: Any, fit_series: list[Series]) -> Any:
+    """A fresh module, built as the first fit's was (same config and model info), trained from scratch on
+    ``fit_series`` with the recipe's trainer settings and seed."""
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg, dm)
+    module = build_from_info(TASK, cfg, TASK.model_info(cfg, dm)).module
     dataset = _dataset(fit_series, dm.lookback, dm.horizon, stride=dm.stride)
     loader = DataLoader(dataset, batch_size=dm.batch_size, shuffle=True, collate_fn=_stack,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -120,7 +122,7 @@ def retrain(cfg: Any, build_module: Any, dm: Any, fit_series: list[Series]) -> A
     return module
 
 
-def run_online(cfg: Any, module: Any, dm: Any, build_module: Any) -> dict[str, float]:
+def run_online(cfg: Any, module: Any, dm: Any) -> dict[str, float]:
     """Forecast every rolling origin under ``cfg.online.mode``; metrics plus per-origin update wall time."""
     mode, K, H, L = cfg.online.mode, dm.test_origins, dm.horizon, dm.lookback
     series, windows = dm.series("test"), dm.windows("test")
@@ -133,7 +135,7 @@ def run_online(cfg: Any, module: Any, dm: Any, build_module: Any) -> dict[str, f
         if j > 0 and mode in ("partial", "full"):
             start = time.perf_counter()
             if mode == "full":
-                module = retrain(cfg, build_module, dm, _fit_series(series, j, H))
+                module = retrain(cfg, dm, _fit_series(series, j, H))
             else:
                 # The H latest windows of each series are those whose target ends in the newly observed block.
                 new = _dataset([replace(s, values=observed(s, j, H)) for s in series], L, H, max_windows_per_series=H)

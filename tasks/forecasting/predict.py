@@ -3,12 +3,15 @@
 Input: a CSV read by :func:`.csvio.load_csv` (long ``id,timestamp,value``, ``id,value`` or ``value``; or wide,
 one column per series; see that module for the formats, frequencies and the ``fill`` policy for missing values).
 
+The lookback ``L``, the trained horizon ``H`` and the training frequency come from the model info (what weights
+carry beside their tensors), so nothing of the training data is read.
+
 Point forecasts: each series is fed its last ``L`` values (``L`` = the model's lookback), scaled by their mean
 absolute value exactly as in training, and the model's direct forecast of the next ``H`` steps is scaled back.
 A series shorter than ``L`` is left-padded with its first value, as the training windows of short series are;
 that is logged as a warning and said in the plot, because such a forecast rests on invented history.
 
-Intervals (``lo<level>``/``hi<level>`` for each ``levels`` entry, default 80 and 95) are empirical, from the
+Intervals (``lo<level>``/``hi<level>`` for each ``level`` entry, default 80 and 95) are empirical, from the
 model's own errors on each series' history, not from a probabilistic model:
 
 1. Backtest: for each series of ``n`` points and each origin ``t`` with a full input window and a complete
@@ -36,6 +39,7 @@ import csv
 import io
 import logging
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +52,8 @@ import torch
 from zoo.errors import ZooValueError
 from zoo.io import atomic_write_bytes
 
-from .csvio import FILL_POLICIES, format_timestamp, future_timestamps, is_date_only, load_csv, timestamps
+from .config import FILL_POLICIES
+from .csvio import format_timestamp, future_timestamps, is_date_only, load_csv, timestamps
 from .data import Series, window_scale
 from .evaluation import model_forecasts
 
@@ -87,22 +92,23 @@ def predict(
     loaded: Any,
     input_path: str | Path,
     *,
-    horizon: int | None = None,
     out: str | Path | None = None,
+    horizon: int | None = None,
     plot: str | Path | None = None,
     fill: str = "error",
-    levels: Sequence[float] = DEFAULT_LEVELS,
+    level: Sequence[float] = DEFAULT_LEVELS,
 ) -> list[dict]:
     """Forecast every series of a CSV with a loaded model; optionally write the rows as CSV and a fan chart PNG.
 
     Args:
-        loaded: a :class:`zoo.task.LoadedModel` of the forecasting task.
+        loaded: a :class:`zoo.task.LoadedModel` of the forecasting task; its ``info`` gives the lookback, the
+            trained horizon and the training frequency (no data set is read).
         input_path: the CSV (formats: :mod:`.csvio`).
-        horizon: steps ahead, 1 to the trained horizon (default the trained horizon; the model is direct).
         out: CSV path for the rows (columns ``id,step,timestamp,forecast`` then ``lo<l>,hi<l>`` per level).
+        horizon: steps ahead, 1 to the trained horizon (default the trained horizon; the model is direct).
         plot: PNG path for a grid of fan charts (at most :data:`MAX_PLOTTED` series).
         fill: missing-value policy of :func:`.csvio.load_csv`.
-        levels: interval levels in percent, each strictly between 0 and 100.
+        level: interval levels in percent, each strictly between 0 and 100.
 
     Returns:
         One dict per series and step, in input order, with the CSV's columns as keys (``timestamp`` and the
@@ -111,15 +117,16 @@ def predict(
     Raises:
         ZooValueError: bad horizon, level, fill or input, or a non-finite forecast; nothing is written then.
     """
-    dm = loaded.datamodule
-    trained_h, lookback = dm.horizon, dm.lookback
+    info = loaded.info
+    trained_h, lookback = info["horizon"], info["lookback"]
     horizon = trained_h if horizon is None else horizon
     if not 1 <= horizon <= trained_h:
         raise ZooValueError(f"--horizon={horizon} is not allowed; this model forecasts 1..{trained_h} steps directly")
     if fill not in FILL_POLICIES:
         raise ZooValueError(f"--fill={fill!r} is not allowed; expected one of {', '.join(FILL_POLICIES)}")
-    levels = _check_levels(levels)
+    levels = _check_levels(level)
     series = load_csv(input_path, fill=fill)
+    _warn_other_frequency(series, info["period"])
     results = forecast_series(loaded.module.model, series, lookback, horizon, levels)
     rows = _rows(results, levels)
     payloads: list[tuple[str | Path, bytes]] = []
@@ -130,6 +137,15 @@ def predict(
     for path, data in payloads:  # both are built before either is written: a failure leaves no partial output
         atomic_write_bytes(path, data)
     return rows
+
+
+def _warn_other_frequency(series: Sequence[Series], period: str) -> None:
+    """Warn when the input's frequency differs from the training one: the model's lags then mean other times
+    (``OTHER``, an unknown frequency, is never compared)."""
+    other = [s for s in series if "OTHER" not in (s.period, period) and s.period != period]
+    if other:
+        log.warning("%d series are %s but the model was trained on %s series (e.g. %r); its forecasts assume the "
+                    "patterns of %s data", len(other), other[0].period, period, other[0].id, period)
 
 
 def forecast_series(model: torch.nn.Module, series: Sequence[Series], lookback: int, horizon: int,
@@ -261,11 +277,13 @@ def _plot_png(results: Sequence[SeriesForecast], levels: Sequence[float], lookba
     """Small multiples of fan charts: the recent history, the forecast and its nested interval bands."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     shown = results[:MAX_PLOTTED]
     ncols = 1 if len(shown) == 1 else 2 if len(shown) <= 4 else 3
     nrows = math.ceil(len(shown) / ncols)
-    fig = Figure(figsize=(4.8 * ncols, 2.7 * nrows + 0.9))
+    width, height = 4.8 * ncols, 2.7 * nrows + 1.3
+    fig = Figure(figsize=(width, height))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     keep = max(lookback, 3 * horizon)  # history shown: enough to judge the forecast, not the whole past
     for ax, r in zip(axes, shown):
@@ -280,6 +298,7 @@ def _plot_png(results: Sequence[SeriesForecast], levels: Sequence[float], lookba
         else:
             x_hist = np.arange(n - len(values) + 1, n + 1)
             x_fut = np.arange(n + 1, n + horizon + 1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for i, level in enumerate(sorted(r.bounds, reverse=True)):  # widest first, so narrower bands sit on top
             lo, hi = r.bounds[level]
             ax.fill_between(x_fut, lo, hi, color="tab:blue", alpha=0.18 + 0.17 * i, linewidth=0, label=f"{level:g}%")
@@ -299,9 +318,16 @@ def _plot_png(results: Sequence[SeriesForecast], levels: Sequence[float], lookba
     capped = f"; showing the first {len(shown)} of {len(results)} series" if len(results) > len(shown) else ""
     fig.suptitle(f"Forecast, {horizon} steps ahead{capped}", fontsize=11)
     bands = "/".join(f"{lv:g}%" for lv in levels)
-    fig.text(0.01, 0.01, f"Bands: empirical {bands} intervals from the model's backtest errors on the history (not "
-             f"calibrated probabilities). History: last {keep} points at most.", fontsize=7, color="0.35")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    note = textwrap.wrap(f"Bands: empirical {bands} intervals from the model's backtest errors on the history (not "
+                         f"calibrated probabilities). History: last {keep} points at most.", width=int(16 * width))
+    # Margins in inches, whatever the grid: the panels are laid out first, then the shared labels and the note
+    # are placed in the margins left for them.
+    label_y = (0.1 + 0.12 * len(note)) / height
+    fig.tight_layout(rect=(0.3 / width, label_y + 0.2 / height, 1, 1))  # it leaves room for the suptitle
+    fig.text(0.01, 0.05 / height, "\n".join(note), fontsize=7, color="0.35", va="bottom")
+    timed = any(r.history_time is not None for r in shown)
+    fig.supxlabel("time" if timed else "step (position in the series)", fontsize=9, y=label_y, va="bottom")
+    fig.supylabel("value (the input's units)", fontsize=9, x=0.05 / width, ha="left")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

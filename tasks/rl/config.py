@@ -1,4 +1,6 @@
-"""Typed config of the RL task: the schema every ``configs/rl/*.yaml`` recipe is validated into."""
+"""Typed config of the RL task: the schema every ``configs/rl/*.yaml`` recipe is validated into. Imports no torch
+or gymnasium, so ``zoo info rl`` and ``zoo config show rl`` stay fast; the learners (``sac.py``, ``ppo.py``) import
+their configs from here."""
 
 from __future__ import annotations
 
@@ -6,10 +8,56 @@ from dataclasses import dataclass, field
 
 from zoo.errors import check_arg
 
-from .ppo import PPOConfig
-from .sac import SACConfig
-
 ALGOS = ("sac", "ppo")
+ESTIMATOR_NAMES = ("pmoe", "gumbel", "score", "mean")  # the actor updates of estimators.py
+
+
+@dataclass
+class SACConfig:
+    """Hyper-parameters (PMOE's SAC demo: Adam 3e-4, twin Q, Polyak 0.01; batch and widths as SAC's defaults).
+    ``estimator`` picks the actor update (one of ``ESTIMATOR_NAMES``, see ``estimators.py``); the critic update is the
+    same for all."""
+
+    num_experts: int = 4
+    estimator: str = "pmoe"
+    hidden: int = 256
+    lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.01
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    init_alpha: float = 0.2
+    target_entropy: float | None = None  # None: −act_dim
+
+    def __post_init__(self) -> None:
+        check_arg(self.estimator in ESTIMATOR_NAMES, "sac.estimator", self.estimator, sorted(ESTIMATOR_NAMES))
+        for name in ("num_experts", "hidden", "batch_size", "buffer_size"):
+            check_arg(getattr(self, name) >= 1, f"sac.{name}", getattr(self, name), "a positive int")
+        check_arg(0 < self.tau <= 1, "sac.tau", self.tau, "a float in (0, 1]")
+        check_arg(0 <= self.gamma <= 1, "sac.gamma", self.gamma, "a float in [0, 1]")
+
+
+@dataclass
+class PPOConfig:
+    """Hyper-parameters: SB3's / CleanRL's MuJoCo PPO defaults (rollout 2048, 10 epochs, minibatch 64, clip 0.2,
+    GAE λ 0.95, grad-norm 0.5, width 64 as the reference) plus PMOE's K, Q-net learning rate and frequency-loss
+    weight (1, as the reference). ``rollout`` is the number of transitions per update, summed over ``num_envs``."""
+
+    num_experts: int = 4
+    hidden: int = 64
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 10
+    minibatch: int = 64
+    rollout: int = 2048
+    num_envs: int = 4
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    q_lr: float = 3e-4
+    freq_coef: float = 1.0
 
 
 @dataclass

@@ -8,18 +8,20 @@ from typing import Any
 import numpy as np
 
 from .config import RLConfig
+from .envs import make_env
 from .loop import rollouts
-from .module import EnvDataModule, RLModule
+from .module import RLModule
 from .training import torch_threads
 
 TEST_SEED = 100_000
 
 
-def evaluate(cfg: RLConfig, trainer: Any, module: RLModule, dm: EnvDataModule) -> dict[str, float]:
-    """Mean ± std return over ``cfg.test_episodes`` deterministic episodes, the mean routing entropy ``H(w(s))``
-    over the states they visit and, on goal tasks, the share of episodes that reach a goal. Runs with the
-    training's ``train.threads`` torch threads."""
-    env = dm.make_env()
+def evaluate(cfg: RLConfig, trainer: Any, module: RLModule, dm: Any = None) -> dict[str, float]:
+    """Mean ± std return over ``cfg.test_episodes`` deterministic episodes of ``cfg.env``, the mean routing entropy
+    ``H(w(s))`` over the states they visit and, on goal tasks, the share of episodes that reach a goal. Runs with
+    the training's ``train.threads`` torch threads. Makes its own environment, so weights evaluate without a
+    datamodule (``dm`` is unused)."""
+    env = make_env(cfg.env)
     norm = module.model.obs_norm if cfg.train.normalize_obs else None
     with torch_threads(cfg.train.threads):
         result = rollouts(env, module.model.actor, cfg.test_episodes, norm, seed=TEST_SEED)

@@ -63,13 +63,15 @@ def _check_obs(obs: np.ndarray, where: str) -> np.ndarray:
 
 @dataclass
 class Rollouts:
-    """Deterministic evaluation episodes: their returns, the mean gate entropy over the states they visited and, for
-    goal tasks (``info["goal"]``), whether each ended at a goal."""
+    """Deterministic evaluation episodes: their returns, the mean gate entropy over the states they visited, for
+    goal tasks (``info["goal"]``) whether each ended at a goal, and each episode's gate weights ``[T, K]`` (which
+    expert acts when)."""
 
     returns: list[float]
     lengths: list[int]
     routing_entropy: float
     successes: list[bool] | None
+    weights: list[np.ndarray]
 
 
 def rollouts(
@@ -78,10 +80,10 @@ def rollouts(
 ) -> Rollouts:
     """Run ``episodes`` deterministic episodes (reset seeds ``seed``, ``seed + 1``, …); ``on_frame()`` is called
     after every reset and step (video recording)."""
-    returns, lengths, entropies, successes = [], [], [], []
+    returns, lengths, entropies, successes, weights = [], [], [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        total, done, info, length = 0.0, False, {}, 0
+        total, done, info, length, episode_weights = 0.0, False, {}, 0, []
         while not done:
             if on_frame is not None:
                 on_frame()
@@ -90,6 +92,7 @@ def rollouts(
             with torch.no_grad():
                 w = policy(state).weights
             entropies.append(float(-(w * w.clamp_min(1e-12).log()).sum()))
+            episode_weights.append(w[0].numpy())
             action = policy.act(state, deterministic=True)[0].numpy()
             obs, reward, terminated, truncated, info = env.step(action * env.action_space.high)
             total += float(reward)
@@ -100,8 +103,9 @@ def rollouts(
         returns.append(total)
         lengths.append(length)
         successes.append(info.get("goal", -1) >= 0 if "goal" in info else None)
+        weights.append(np.stack(episode_weights))
     goal_task = all(s is not None for s in successes)
-    return Rollouts(returns, lengths, float(np.mean(entropies)), successes if goal_task else None)
+    return Rollouts(returns, lengths, float(np.mean(entropies)), successes if goal_task else None, weights)
 
 
 def evaluate(env, policy: GaussianMixturePolicy, episodes: int, norm: RunningNorm | None = None, seed: int = 0) -> tuple[float, float]:

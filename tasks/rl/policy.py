@@ -1,5 +1,5 @@
 """PMOE's Gaussian-mixture actor and its estimator (Ren et al. 2021, "Probabilistic Mixture-of-Experts for
-Efficient Deep Reinforcement Learning"; shared/docs/TASKS.md §6).
+Efficient Deep Reinforcement Learning", arXiv 2104.09122).
 
 ``π(a|s) = Σ_k w_k(s) · tanh_# N(μ_k(s), σ_k(s))``: a shared ReLU trunk, K Gaussian expert heads (``zoo.moe``
 ``ModuleExperts``, every head evaluated) and a gate (a ``zoo.moe`` ``SoftRouter`` on the raw state, as in the

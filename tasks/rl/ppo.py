@@ -1,4 +1,4 @@
-"""PPO with a PMOE actor (Ren et al. 2021, arXiv 2104.09122, "PPO version"; shared/docs/TASKS.md §6), and the
+"""PPO with a PMOE actor (Ren et al. 2021, arXiv 2104.09122, "PPO version"), and the
 on-policy loop over a gymnasium vector environment. K = 1 is plain PPO with a tanh-squashed Gaussian actor.
 
 What is implemented (one update = ``epochs`` passes of shuffled minibatches over one rollout):
@@ -30,7 +30,7 @@ queried (it could not change anything), so the update is exactly PPO's with a ta
 Readings of paper and reference (``quantumiracle/Popular-RL-Algorithms`` ``pmoe_ppo.py``, believed to be a
 co-author's) that had to be made:
 
-* Ratio: TASKS.md and the paper say "mixture likelihood in the ratio". The reference computes
+* Ratio: the paper uses the mixture likelihood in the ratio. The reference computes
   ``Normal(mean[K, A], std).log_prob(a).sum(-1)`` with an open to-do comment about the other entries — a per-component
   density, not the mixture. We use the mixture density, which is the likelihood of the behaviour policy.
 * Q-net target: the reference regresses ``Q(s, a)`` on ``advantage + V`` (GAE's λ-return); so do we.
@@ -77,35 +77,13 @@ from torch import nn
 
 from zoo.errors import ZooError, ZooValueError, check_arg
 
+from .config import PPOConfig
 from .envs import make_env
 from .loop import RunningNorm, TrainLog, _check_obs, evaluate
 from .policy import GaussianMixturePolicy, frequency_loss
 from .sac import mlp
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
-
-
-@dataclass
-class PPOConfig:
-    """Hyper-parameters: SB3's / CleanRL's MuJoCo PPO defaults (rollout 2048, 10 epochs, minibatch 64, clip 0.2,
-    GAE λ 0.95, grad-norm 0.5, width 64 as the reference) plus PMOE's K, Q-net learning rate and frequency-loss
-    weight (1, as the reference). ``rollout`` is the number of transitions per update, summed over ``num_envs``."""
-
-    num_experts: int = 4
-    hidden: int = 64
-    lr: float = 3e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    epochs: int = 10
-    minibatch: int = 64
-    rollout: int = 2048
-    num_envs: int = 4
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    q_lr: float = 3e-4
-    freq_coef: float = 1.0
 
 
 def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,32 +21,9 @@ from torch import nn
 from zoo.errors import ZooValueError, check_arg
 from zoo.io import atomic_write_bytes
 
-from .estimators import ESTIMATORS, actor_losses
+from .config import SACConfig
+from .estimators import actor_losses
 from .policy import GaussianMixturePolicy
-
-
-@dataclass
-class SACConfig:
-    """Hyper-parameters (PMOE's SAC demo: Adam 3e-4, twin Q, Polyak 0.01; batch and widths as SAC's defaults).
-    ``estimator`` picks the actor update (``estimators.ESTIMATORS``); the critic update is the same for all."""
-
-    num_experts: int = 4
-    estimator: str = "pmoe"
-    hidden: int = 256
-    lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.01
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    init_alpha: float = 0.2
-    target_entropy: float | None = None  # None: −act_dim
-
-    def __post_init__(self) -> None:
-        check_arg(self.estimator in ESTIMATORS, "sac.estimator", self.estimator, sorted(ESTIMATORS))
-        for name in ("num_experts", "hidden", "batch_size", "buffer_size"):
-            check_arg(getattr(self, name) >= 1, f"sac.{name}", getattr(self, name), "a positive int")
-        check_arg(0 < self.tau <= 1, "sac.tau", self.tau, "a float in (0, 1]")
-        check_arg(0 <= self.gamma <= 1, "sac.gamma", self.gamma, "a float in [0, 1]")
 
 
 class ReplayBuffer:

