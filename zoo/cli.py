@@ -483,7 +483,7 @@ def build_predict_parser(task: str | None) -> argparse.ArgumentParser:
             kwargs["action"] = "store_const"
             kwargs["const"] = True
         else:
-            kwargs.update(type=option.type, metavar=option.metavar, nargs=option.nargs, choices=option.choices)
+            kwargs.update(type=option.type, metavar=option.metavar, choices=option.choices)
         parser.add_argument(f"--{option.flag}", **kwargs)
     _add_run_options(parser)
     return parser
@@ -577,7 +577,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     any order."""
     if argv and argv[0] == "predict":
         rest = argv[1:]
-        return build_predict_parser(_find_task(rest)).parse_intermixed_args(rest)
+        task = _find_task(rest)
+        if task is not None and task in rest:  # the task first, so no option can take it for its value
+            rest.remove(task)
+            rest.insert(0, task)
+        return build_predict_parser(task).parse_intermixed_args(rest)
     return build_parser().parse_args(argv)
 
 

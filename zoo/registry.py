@@ -128,10 +128,13 @@ def _discover_tasks(registry: Registry) -> None:
 
 
 def task_summary(name: str) -> str:
-    """Task ``name``'s one-line description, read from its package source without importing it: the
-    ``description=`` of its ``TaskSpec(...)``, else the docstring's first line."""
-    if TASKS.is_loaded(name):
-        return TASKS.get(name).description
+    """Task ``name``'s one-line description, without importing the task unless it is loaded already."""
+    return TASKS.get(name).description if TASKS.is_loaded(name) else summary_from_source(name)
+
+
+def summary_from_source(name: str) -> str:
+    """The ``description=`` of task ``name``'s ``TaskSpec(...)`` read from its package source (not imported),
+    else the first line of the package docstring; empty when the source cannot be read."""
     eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     try:
         origin = importlib.util.find_spec(eps[name].module).origin  # type: ignore[union-attr]

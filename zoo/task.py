@@ -30,6 +30,19 @@ if TYPE_CHECKING:
     import lightning as L
 
 
+def number_list(text: str) -> list[float]:
+    """``"80,95"`` → ``[80.0, 95.0]``: the type of a list-valued ``PredictOption``."""
+    import argparse
+
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 80,95")
+    return values
+
+
 @dataclass(frozen=True)
 class PredictOption:
     """A task-specific ``zoo predict`` option ``--<flag>``, passed to ``TaskSpec.predict`` as keyword ``dest``
@@ -38,9 +51,9 @@ class PredictOption:
     Args:
         flag: the option name without dashes, e.g. ``"rank-by"`` (keyword ``rank_by``).
         help: one line for ``zoo predict TASK --help``.
-        type: converts the command-line string (``int``, ``float``, ``str``).
+        type: converts the command-line string (``int``, ``float``, ``str``, :func:`number_list` for a list);
+            a list option takes one comma-separated value, so it can never swallow INPUT.
         metavar: the value's name in the help.
-        nargs: ``"+"`` for a list of values.
         choices: the allowed values, if a closed set.
         flag_only: a switch without a value (passed as True).
     """
@@ -49,7 +62,6 @@ class PredictOption:
     help: str
     type: Callable[[str], Any] = str
     metavar: str | None = None
-    nargs: str | None = None
     choices: tuple[Any, ...] | None = None
     flag_only: bool = False
 

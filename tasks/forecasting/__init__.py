@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.task import PredictOption, TaskSpec
+from zoo.task import PredictOption, TaskSpec, number_list
 
 from .config import FILL_POLICIES, NEURAL_ARCHS, ForecastingConfig
 
@@ -55,8 +55,8 @@ def predict(loaded: Any, input_path: str | Path, **options: Any) -> list[dict]:
 PREDICT_OPTIONS = (
     PredictOption("horizon", "steps ahead, 1 up to the trained horizon (default: the trained horizon)", type=int,
                   metavar="H"),
-    PredictOption("level", "empirical interval levels in percent, each strictly between 0 and 100 (default: 80 95)",
-                  type=float, nargs="+", metavar="PCT"),
+    PredictOption("level", "empirical interval levels in percent, comma-separated, each strictly between 0 and 100 "
+                  "(default: 80,95)", type=number_list, metavar="PCT[,PCT]"),
     PredictOption("fill", "missing values and gaps in the CSV: error refuses them (default), interpolate or ffill "
                   "repairs them", choices=FILL_POLICIES, metavar="POLICY"),
     PredictOption("plot", "write fan charts (recent history, forecast, interval bands; up to 12 series) to this PNG",

@@ -236,9 +236,9 @@ def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     bad = next((v for v in values if not 0 < v < 100), None)
     if not values or bad is not None:
         raise ZooValueError(f"--level {'(none)' if bad is None else f'{bad:g}'} is not allowed; expected percentages "
-                            "strictly between 0 and 100, e.g. --level 80 95")
+                            "strictly between 0 and 100, e.g. --level 80,95")
     if len(set(values)) != len(values):
-        raise ZooValueError(f"--level {' '.join(f'{v:g}' for v in values)} repeats a level")
+        raise ZooValueError(f"--level {','.join(f'{v:g}' for v in values)} repeats a level")
     return tuple(sorted(values))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from zoo import cli
 from zoo.registry import TASKS
-from zoo.task import PredictOption, TaskSpec
+from zoo.task import PredictOption, TaskSpec, number_list
 
 LIVE_TASKS = ("forecasting", "stocks", "rl", "recsys")
 
@@ -27,7 +27,9 @@ def _example_args(spec: TaskSpec) -> list[list[str]]:
         value = str(option.choices[0]) if option.choices else _EXAMPLE.get(option.type, "x")
         if option.metavar == "PNG":
             value = "plot.png"
-        groups.append([f"--{option.flag}", value, *([value] if option.nargs == "+" else [])])
+        if option.type is number_list:
+            value = "80,95"
+        groups.append([f"--{option.flag}", value])
     return groups
 
 
@@ -110,11 +112,11 @@ def test_a_fake_task_gets_exactly_its_declared_options(monkeypatch):
         name="fake", description="a fake task", config_cls=dict, build_datamodule=None,  # type: ignore[arg-type]
         build_module=None, predict=predict, predict_input="a file", predict_input_required=False,  # type: ignore[arg-type]
         predict_options=(PredictOption("rank-by", "order", metavar="TASK"),
-                         PredictOption("level", "levels", type=float, nargs="+"),
+                         PredictOption("level", "levels", type=number_list),
                          PredictOption("dry-run", "just check", flag_only=True)),
     )
     monkeypatch.setitem(TASKS._items, "fake", spec)
-    args = _parse(["predict", "--level", "80", "95", "fake", "--dry-run", "--weights", "w"])
+    args = _parse(["predict", "--level", "80,95", "fake", "--dry-run", "--weights", "w"])
     assert args.input is None and args.level == [80.0, 95.0] and args.dry_run is True and args.rank_by is None
 
     class Loaded:

@@ -491,11 +491,11 @@ def test_published_weights_carry_their_model_info(env, published):
     assert loaded.datamodule is None and loaded.info["horizon"] == meta["model_info"]["horizon"]
 
 
-def test_train_summary_and_verbose(env, run, capsys):
+def test_eval_prints_the_headline_metrics_unless_verbose(env, run, capsys):
     code, out, _ = cli(capsys, "eval", "forecasting", "--run", run)
-    assert code == 0 and "more metrics" not in out or "--verbose" in out
+    assert code == 0 and "test/smape" in out and "test/mase_median" not in out and "--verbose shows all" in out
     code, verbose, _ = cli(capsys, "eval", "forecasting", "--run", run, "--verbose")
-    assert code == 0 and len(verbose.splitlines()) >= len(out.splitlines())
+    assert code == 0 and "test/mase_median" in verbose and "--verbose shows all" not in verbose
 
 
 def test_run_dir_keeps_threads_and_expert_load(run):

@@ -78,7 +78,8 @@ def test_cli_writes_forecasts_intervals_and_fan_chart(tmp_path, capsys):
         ("", [], ["empty"]),
         ("id,value\na,1\n", ["--horizon", "0"], ["--horizon=0 is not allowed"]),
         ("id,value\na,1\n", ["--horizon", "19"], ["--horizon=19 is not allowed", "1..18"]),
-        ("id,value\na,1\n", ["--level", "80", "100"], ["--level 100 is not allowed"]),
+        ("id,value\na,1\n", ["--level", "80,100"], ["--level 100 is not allowed"]),
+        ("id,value\na,1\n", ["--level", "80,x"], ["--level", "comma-separated"]),
         ("id,value\na,1\n", ["--fill", "zero"], ["--fill", "'zero'"]),
     ],
 )
@@ -177,7 +178,7 @@ def test_wide_input_with_many_series_plots_a_capped_grid(tmp_path):
         ({"horizon": 4}, "--horizon=4 is not allowed"),
         ({"level": (80, 100)}, "--level 100 is not allowed"),
         ({"level": ()}, "--level (none) is not allowed"),
-        ({"level": (80, 80.0)}, "--level 80 80 repeats a level"),
+        ({"level": (80, 80.0)}, "--level 80,80 repeats a level"),
         ({"fill": "zero"}, "--fill='zero' is not allowed; expected one of error, interpolate, ffill"),
     ],
 )
