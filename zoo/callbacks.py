@@ -62,22 +62,21 @@ class ExpertStatsCallback(L.Callback):
         out_dir = self.dirpath or logger_dir
         if not self.history or not trainer.is_global_zero or out_dir is None:
             return
-        out_dir = Path(out_dir)
-        self.save(out_dir / "expert_load.json")
-        if self.plot_at_end:
-            self.plot(out_dir / "expert_load.png")
+        write_expert_load(out_dir, self.history, self.num_ffn, plot=self.plot_at_end)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the load history as JSON: ``{layer: {"num_ffn": n, "steps": [...], "load": [[...], ...]}}``."""
-        data = {
-            layer: {"num_ffn": self.num_ffn[layer], "steps": [s for s, _ in rows], "load": [load for _, load in rows]}
-            for layer, rows in self.history.items()
-        }
-        atomic_write_text(path, json.dumps(data, indent=1))
 
-    def plot(self, path: str | os.PathLike) -> None:
-        """Save one heatmap per layer of the load per expert over training steps."""
-        plot_expert_load(self.history, self.num_ffn, path)
+def write_expert_load(dirpath: str | os.PathLike, history: dict[str, list[tuple[int, list[float]]]],
+                      num_ffn: dict[str, int], plot: bool = True) -> None:
+    """``expert_load.json`` (``{layer: {"num_ffn": n, "steps": [...], "load": [[...], ...]}}``) and, with ``plot``,
+    ``expert_load.png`` in ``dirpath``: the load history of any MoE run, trained by Lightning or by a task's loop."""
+    out_dir = Path(dirpath)
+    data = {
+        layer: {"num_ffn": num_ffn[layer], "steps": [s for s, _ in rows], "load": [load for _, load in rows]}
+        for layer, rows in history.items()
+    }
+    atomic_write_text(out_dir / "expert_load.json", json.dumps(data, indent=1))
+    if plot:
+        plot_expert_load(history, num_ffn, out_dir / "expert_load.png")
 
 
 def plot_expert_load(
@@ -106,7 +105,7 @@ def plot_expert_load(
             ax.axhline(num_ffn[layer] - 0.5, color="k", linestyle="--", linewidth=0.8)
         ax.set_title(f"{layer}: load per expert (uniform = 1/{E})", fontsize=9)
         ax.set_ylabel("expert")
-        fig.colorbar(im, ax=ax, fraction=0.03)
+        fig.colorbar(im, ax=ax, fraction=0.03).set_label("share of routed tokens", fontsize=8)
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -30,6 +30,32 @@ if TYPE_CHECKING:
     import lightning as L
 
 
+class lazy:  # noqa: N801 - used like a function: lazy("pkg.module:function")
+    """A callable standing for ``"pkg.module:attr"`` that imports it on the first call, so a task package can name
+    its builders without importing torch or its data libraries."""
+
+    def __init__(self, target: str) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"lazy target {target!r}: expected 'package.module:attribute'")
+        self.target = target
+        self._func: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._func is None:
+            import importlib
+
+            module, _, attr = self.target.partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._func = obj
+        return self._func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
 def number_list(text: str) -> list[float]:
     """``"80,95"`` → ``[80.0, 95.0]``: the type of a list-valued ``PredictOption``."""
     import argparse

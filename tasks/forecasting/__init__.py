@@ -3,54 +3,15 @@ neural (N-BEATS-style, WaveNet, Transformer) and statistical baselines, on M3/M1
 energy and economic sets, and on users' Monash ``.tsf``, M4 or CSV files.
 
 Registered as the ``forecasting`` task through the ``zoo.tasks`` entry point (see pyproject.toml). This module
-imports only the config: the builders below load torch, pandas and the task's modules when first called, so
-``zoo list`` and ``zoo info`` stay fast.
+imports only the config: the builders (:mod:`.builders`) load torch, pandas and the task's modules when first
+called, so ``zoo list`` and ``zoo info`` stay fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from zoo.task import PredictOption, TaskSpec, number_list
+from zoo.task import PredictOption, TaskSpec, lazy, number_list
 
 from .config import FILL_POLICIES, NEURAL_ARCHS, ForecastingConfig
-
-if TYPE_CHECKING:
-    from .data import ForecastDataModule
-    from .model import ForecastModule
-
-
-def build_datamodule(cfg: ForecastingConfig) -> ForecastDataModule:
-    from .builders import build_datamodule
-
-    return build_datamodule(cfg)
-
-
-def model_info(cfg: ForecastingConfig, dm: ForecastDataModule) -> dict[str, Any]:
-    from .builders import model_info
-
-    return model_info(cfg, dm)
-
-
-def build_module(cfg: ForecastingConfig, info: Mapping[str, Any]) -> ForecastModule:
-    from .builders import build_module
-
-    return build_module(cfg, info)
-
-
-def evaluate(cfg: ForecastingConfig, trainer: Any, module: ForecastModule, dm: ForecastDataModule) -> dict[str, float]:
-    from .builders import evaluate
-
-    return evaluate(cfg, trainer, module, dm)
-
-
-def predict(loaded: Any, input_path: str | Path, **options: Any) -> list[dict]:
-    from .predict import predict
-
-    return predict(loaded, input_path, **options)
-
 
 PREDICT_OPTIONS = (
     PredictOption("horizon", "steps ahead, 1 up to the trained horizon (default: the trained horizon)", type=int,
@@ -73,12 +34,12 @@ TASK = TaskSpec(
     description="point forecasts of univariate series (M3/M1/Tourism, energy, economic; .tsf, M4 and CSV files): "
     "expert-loss MoE, partial online learning, neural and statistical baselines",
     config_cls=ForecastingConfig,
-    build_datamodule=build_datamodule,
-    build_module=build_module,
-    model_info=model_info,
+    build_datamodule=lazy("zoo.tasks.forecasting.builders:build_datamodule"),
+    build_module=lazy("zoo.tasks.forecasting.builders:build_module"),
+    model_info=lazy("zoo.tasks.forecasting.builders:model_info"),
     needs_fit=_needs_fit,
-    evaluate=evaluate,
-    predict=predict,
+    evaluate=lazy("zoo.tasks.forecasting.builders:evaluate"),
+    predict=lazy("zoo.tasks.forecasting.predict:predict"),
     predict_input="a CSV of your series: long (id,timestamp,value; id and timestamp optional, rows in time order) "
     "or wide (a timestamp column and one column per series); the frequency is inferred from the timestamps; "
     "forecasts come back as rows id,step,timestamp,forecast,lo80,hi80,lo95,hi95",

@@ -32,7 +32,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from zoo.errors import ZooValueError, check_arg
 
-from .config import DataConfig
+from .config import DataConfig, RecsysConfig
 from .models import InputSpec
 from .movielens import RecData, RecSplit, movielens
 from .synthetic import MMoESynthetic, kuaishou_sim, mmoe_synthetic
@@ -225,3 +225,7 @@ class RecsysDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+def build_datamodule(cfg: RecsysConfig) -> RecsysDataModule:
+    return RecsysDataModule(cfg.data)

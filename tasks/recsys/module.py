@@ -12,12 +12,18 @@ fitting ends and saved as ``checkpoints/best.ckpt``, so the test metrics and pub
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.module import OptimConfig, StepOutput, ZooModule
+from zoo.module import StepOutput, ZooModule
+from zoo.optim import OptimConfig
+
+from .config import RecsysConfig
+from .models import InputSpec, RecsysModel, build_model
 
 
 def masked_task_losses(pred_BT: torch.Tensor, labels_BT: torch.Tensor, mask_BT: torch.Tensor,
@@ -65,3 +71,17 @@ class RecsysModule(ZooModule):
     @property
     def best_loss(self) -> float | None:
         return None if self.best_score is None else -self.best_score
+
+
+def build_network(cfg: RecsysConfig, info: Mapping[str, Any]) -> RecsysModel:
+    """The ``model.arch`` network sized by the info's inputs and tasks (HoME grouped as the data says)."""
+    kwargs = dict(cfg.model.kwargs)
+    if cfg.model.arch == "home":
+        kwargs.setdefault("task_groups", info["task_groups"])
+    spec = InputSpec(embed_dim=cfg.model.embed_dim, **info["inputs"])
+    return build_model(cfg.model.arch, spec, len(info["tasks"]), **kwargs)
+
+
+def build_module(cfg: RecsysConfig, info: Mapping[str, Any]) -> RecsysModule:
+    return RecsysModule(build_network(cfg, info), cfg.optim, tasks=tuple(info["tasks"]),
+                        regression=bool(info["regression"]))

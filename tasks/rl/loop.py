@@ -114,6 +114,16 @@ def evaluate(env, policy: GaussianMixturePolicy, episodes: int, norm: RunningNor
     return float(np.mean(returns)), float(np.std(returns))
 
 
+def record_evaluation(log: TrainLog, step: int, env, policy: GaussianMixturePolicy, episodes: int,
+                      norm: RunningNorm | None, seed: int) -> None:
+    """Evaluate the policy and log the step, its mean return and the experts' load: the gate's mean weight per
+    expert over the evaluation episodes' states (what ``expert_load.{json,png}`` plot)."""
+    result = rollouts(env, policy, episodes, norm, seed)
+    log.eval_steps.append(step)
+    log.eval_returns.append(float(np.mean(result.returns)))
+    log.eval_load.append(np.concatenate(result.weights).mean(axis=0).astype(float).tolist())
+
+
 def curve_auc(steps: list[int], returns: list[float], budget: int) -> float:
     """Area under the evaluation curve (trapezoids, flat before the first point), divided by the step budget."""
     if not steps:
@@ -126,6 +136,7 @@ def curve_auc(steps: list[int], returns: list[float], budget: int) -> float:
 class TrainLog:
     eval_steps: list[int] = field(default_factory=list)
     eval_returns: list[float] = field(default_factory=list)
+    eval_load: list[list[float]] = field(default_factory=list)
     episode_returns: list[float] = field(default_factory=list)
     env_seconds: float = 0.0
     update_seconds: float = 0.0
@@ -203,9 +214,7 @@ def train_off_policy(
             log.update_seconds += time.perf_counter() - t0
             log.updates += 1
         if eval_env is not None and step % eval_every == 0:
-            mean, _ = evaluate(eval_env, agent.actor, eval_episodes, norm, seed=10_000 + step)
-            log.eval_steps.append(step)
-            log.eval_returns.append(mean)
+            record_evaluation(log, step, eval_env, agent.actor, eval_episodes, norm, seed=10_000 + step)
         state.step = step
         if on_step is not None:
             on_step(state)

@@ -74,6 +74,10 @@ class RLModule(L.LightningModule):
 INFO_KEYS = ("obs_dim", "act_dim", "action_high")
 
 
+def build_datamodule(cfg: RLConfig) -> EnvDataModule:
+    return EnvDataModule(cfg.env)
+
+
 def model_info(cfg: RLConfig, dm: EnvDataModule) -> dict[str, Any]:
     """The environment's observation and action sizes (the network's input and output) and its action scale (what
     ``predict`` checks an environment against)."""

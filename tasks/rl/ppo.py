@@ -79,7 +79,7 @@ from zoo.errors import ZooError, ZooValueError, check_arg
 
 from .config import PPOConfig
 from .envs import make_env
-from .loop import RunningNorm, TrainLog, _check_obs, evaluate
+from .loop import RunningNorm, TrainLog, _check_obs, record_evaluation
 from .policy import GaussianMixturePolicy, frequency_loss
 from .sac import mlp
 
@@ -340,7 +340,7 @@ def train_on_policy(
     ``agent.cfg.num_envs``) on ``num_envs`` synchronous copies of ``env_id``.
 
     Each update uses ``cfg.rollout // num_envs`` steps per environment (the last rollout may be shorter).
-    ``loop.evaluate`` runs ``eval_episodes`` deterministic episodes on a separate environment at every multiple
+    ``loop.record_evaluation`` runs ``eval_episodes`` deterministic episodes on a separate environment at every multiple
     ``s`` of ``eval_every`` up to the last step, on the policy that acts at step ``s + 1`` (the one after the
     updates of the first ``s`` steps), so PPO's curve lies on the same grid as SAC's. ``TrainLog.updates`` counts
     minibatch gradient steps; ``env_seconds`` includes the policy's forward while acting, ``update_seconds`` GAE
@@ -363,9 +363,7 @@ def train_on_policy(
 
     def evaluate_until(lo: int, hi: int) -> None:  # every multiple of eval_every in [lo, hi)
         for s in range(max(eval_every, -(-lo // eval_every) * eval_every), hi, eval_every):
-            mean, _ = evaluate(eval_env, agent.actor, eval_episodes, norm, seed=10_000 + s)
-            log.eval_steps.append(s)
-            log.eval_returns.append(mean)
+            record_evaluation(log, s, eval_env, agent.actor, eval_episodes, norm, seed=10_000 + s)
 
     try:
         with torch.random.fork_rng(devices=[]):

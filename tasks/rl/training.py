@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.callbacks import write_expert_load
 from zoo.errors import ZooValueError
 from zoo.hub import load_checkpoint
 from zoo.io import atomic_write_bytes, atomic_write_text
@@ -197,9 +198,13 @@ def _train_ppo(cfg: RLConfig, module: RLModule, run_dir: Path, progress: bool) -
 
 
 def _finish(run_dir: Path, log: TrainLog, cfg: RLConfig, start: float) -> dict[str, float]:
-    """Write the learning curve; return the training metrics."""
+    """Write the learning curve and, for a mixture (K > 1), the experts' load at each evaluation; return the
+    training metrics."""
     t = cfg.train
     _write_curve(run_dir, log, cfg.env)
+    if log.eval_load and len(log.eval_load[0]) > 1:
+        write_expert_load(run_dir, {"actor.gate": list(zip(log.eval_steps, log.eval_load, strict=True))},
+                          {"actor.gate": len(log.eval_load[0])})
     metrics = {
         "train/auc": curve_auc(log.eval_steps, log.eval_returns, t.steps),
         "train/episodes": float(len(log.episode_returns)),

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import ZooValueError
 
+from .config import StocksConfig
 from .features import WINDOWS, FeatureSet, RobustScaler, build_features, chronological_split
 from .panel import Panel, load_panel
 
@@ -224,3 +225,13 @@ class StockDataModule(L.LightningDataModule):
             "ret": fs.ret[days, insts],
             "group": self.groups[days, insts],
         })
+
+
+def build_datamodule(cfg: StocksConfig) -> StockDataModule:
+    d = cfg.data
+    return StockDataModule(d.source, d.path, lookback=d.lookback, split=tuple(d.split), panel_kwargs=d.panel,
+                           max_instruments=d.max_instruments, max_days=d.max_days)
+
+
+def model_info(cfg: StocksConfig, dm: StockDataModule) -> dict[str, Any]:
+    return dm.model_info()

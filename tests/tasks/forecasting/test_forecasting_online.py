@@ -9,7 +9,8 @@ import torch
 from zoo.config import from_dict
 from zoo.errors import ZooValueError
 from zoo.task import fit_and_test
-from zoo.tasks.forecasting import TASK, build_datamodule, build_module, model_info
+from zoo.tasks.forecasting import TASK
+from zoo.tasks.forecasting.builders import build_datamodule, build_module, model_info
 from zoo.tasks.forecasting.config import ForecastingConfig
 from zoo.tasks.forecasting.data import Series, last_windows
 from zoo.tasks.forecasting.evaluation import baseline_forecasts, score, origin_histories, with_owa

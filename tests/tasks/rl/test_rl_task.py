@@ -110,6 +110,9 @@ def test_resume_continues_the_interrupted_run_with_its_buffer_and_optimisers(tmp
     np.testing.assert_array_equal(final.buffer.obs[:200], saved.buffer.obs[:200])  # the saved transitions are kept
     assert final.log.eval_steps == [200, 400] and metrics["train/episodes"] >= len(saved.log.episode_returns)
     assert second.module.model.agent.actor_opt.state_dict()["state"], "optimiser state restored and stepped"
+    load = json.loads((tmp_path / "expert_load.json").read_text())["actor.gate"]  # the mixture's load, resumed too
+    assert load["steps"] == [200, 400] and load["num_ffn"] == cfg.sac.num_experts
+    assert all(abs(sum(row) - 1) < 1e-5 for row in load["load"]) and (tmp_path / "expert_load.png").exists()
 
 
 def test_a_checkpoint_of_another_environment_is_refused(run, tmp_path):
