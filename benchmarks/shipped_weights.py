@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s); carriers and data/ "
-          "fixtures hidden")
+    from cli_times import cpu_flags  # this folder is on sys.path when the script runs
+
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, flags: {cpu_flags()}; {args.threads} torch thread(s); "
+          "carriers and data/ fixtures hidden")
     print(f"{'weights id':36} {'load s':>7} {'predict s':>10} {'rows':>5}")
     for r in results:
         print(f"{r['id']:36} {r['load_s']:7.2f} {r['predict_s']:10.2f} {r['rows']:5d}")
