@@ -103,6 +103,9 @@ class RowBatches(Dataset):
         return self.dm.make_batch({k: v[torch.as_tensor(idx)] for k, v in self.rows.items()})
 
 
+_WARNED: set[tuple[str, str, str, int]] = set()  # data sets already warned about (a board builds one per run)
+
+
 class RecsysDataModule(L.LightningDataModule):
     """Loads ``cfg.source`` once (``prepare``), keeps each split's rows as tensors, serves row batches."""
 
@@ -165,7 +168,9 @@ class RecsysDataModule(L.LightningDataModule):
         defined = rows["label_mask"].sum(0)
         positives = (rows["labels"] * rows["label_mask"]).sum(0)
         for t, task in enumerate(self.tasks):
-            if int(defined[t]) and not float(positives[t]):
+            key = (self.cfg.source, split, task, int(defined[t]))
+            if int(defined[t]) and not float(positives[t]) and key not in _WARNED:  # once per process, not per run
+                _WARNED.add(key)
                 log.warning("recsys: task %r has no positive label in the %s split (%d labelled rows); %s",
                             task, split, int(defined[t]), CONSEQUENCE[split])
 
