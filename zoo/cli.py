@@ -594,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if getattr(args, "action", None) == "list" and args.command == "weights":
             args.pattern = args.id
+        if args.command == "leaderboard" and args.action in ("reproduce", "check"):
+            from zoo.leaderboard import pin_numerics
+
+            pin_numerics()
         args.command_line = ["zoo", *argv]
         return args.func(args)
     except ZooError as err:

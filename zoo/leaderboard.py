@@ -47,6 +47,24 @@ def board_names() -> list[str]:
 BETTER = ("lower", "higher", "none")  # "none": a diagnostic (e.g. routing entropy), shown without arrow or bold
 
 
+# Board runs pin the CPU math libraries to one instruction-set path, so a result does not depend on whether the
+# machine has AVX-512 (MKL's conditional numerical reproducibility; ATen's kernel dispatch). RL training amplifies
+# the last-bit differences between paths into different returns. Set before torch is imported (the CLI does).
+REPRODUCIBLE_NUMERICS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def pin_numerics() -> None:
+    """Set :data:`REPRODUCIBLE_NUMERICS` unless the user set them. Only effective before torch is imported (an
+    in-process caller that imported it already keeps its numerics); results record what was in effect."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return
+    for key, value in REPRODUCIBLE_NUMERICS.items():
+        os.environ.setdefault(key, value)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     key: str

@@ -242,6 +242,7 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "threads": torch.get_num_threads(),
+        "numerics": {k: os.environ[k] for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY") if k in os.environ},
         "machine": platform.machine(),
         "time": datetime.now().isoformat(timespec="seconds"),
     }
