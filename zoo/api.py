@@ -59,31 +59,37 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
-def load_weights(ref: str, explicit_path: str | None = None) -> LoadedModel:
+def load_weights(ref: str, explicit_path: str | None = None, *, trust_unverified: bool = False) -> LoadedModel:
     """Rebuild a model from a weights id (or a ``.safetensors`` path with its YAML beside it) and load it.
 
     The YAML (config and ``model_info``) and the model-info tensors of the safetensors file rebuild the network;
-    no datamodule is built and no training data is read. Files are verified against their sha256 before use.
+    no datamodule is built and no training data is read. Files are verified against their sha256 before use: an
+    id's against its manifest entry, a path's against the ``weights_sha256`` its YAML records.
+
+    Args:
+        ref: a weights id ``<task>/<arch>.<tag>``, or a ``.safetensors`` path.
+        explicit_path: the weights file, when ``ref`` is not itself the path.
+        trust_unverified: load a file given by path whose YAML records no ``weights_sha256`` (refused otherwise,
+            since nothing would show the file is the one its YAML describes).
     """
+    required = ("config", "task", "model_info")
     if ref.endswith(".safetensors") or explicit_path:
         weights_path = Path(explicit_path or ref)
-        if not weights_path.exists():
-            raise ZooValueError(f"{weights_path}: no such weights file")
-        meta = hub.read_config(weights_path.with_suffix(".yaml"))
-        tensors = hub.load_state_dict(weights_path, meta.get("weights_sha256"))
+        meta, sha256 = hub.read_artifact(weights_path, required, trust_unverified=trust_unverified)
     else:
         entry = find_entry(ref)
         weights_path = hub.verify(entry)
-        meta = hub.read_config(hub.resolve_config(entry, weights_path), entry.config_sha256)
-        tensors = hub.load_state_dict(weights_path, entry.sha256)
-    task = meta.get("task") or ref.split("/", 1)[0]
-    spec = load_task(task)
-    if "model_info" not in meta:
-        raise ZooValueError(f"{weights_path}: its YAML has no model_info block (weights published before weights "
-                            "carried it); republish them from their run with `zoo weights publish`")
+        config_path = hub.resolve_config(entry, weights_path)
+        meta, sha256 = hub.read_config(config_path, entry.config_sha256, required), entry.sha256
+    tensors = hub.load_state_dict(weights_path, sha256)
+    spec = load_task(meta["task"])
     cfg = from_dict(spec.config_cls, meta["config"])
     loaded = build_from_info(spec, cfg, modelinfo.join(meta["model_info"], tensors))
-    loaded.module.model.load_state_dict(modelinfo.strip(tensors))
+    try:
+        loaded.module.model.load_state_dict(modelinfo.strip(tensors))
+    except RuntimeError as e:  # names or shapes differ: the two files do not belong together
+        detail = " ".join(line.strip() for line in str(e).strip().splitlines()[1:])[:300]
+        raise ZooValueError(f"{weights_path}: its tensors do not fit the model its YAML describes: {detail}") from None
     return loaded
 
 

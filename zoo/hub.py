@@ -20,10 +20,13 @@ Security rules
     - A file is only ever accepted after its full sha256 matches the expected one. A local file (explicit,
       weights dir or cache) with another hash is an error (:class:`~zoo.errors.ChecksumError`, exit 4) and is
       left untouched: the hub never deletes files it did not download.
-    - Downloads stream into ``cache_dir()/<name>.part`` while hashing; only a full match is renamed into place
-      (``os.replace``). A mismatch deletes the ``.part`` and raises ``ChecksumError``; a network error deletes
-      it and moves on to the next source. HTTP requests time out (:data:`HTTP_TIMEOUT`) and a download larger
-      than the expected size is cut off.
+    - Each download streams into its own temporary file in ``cache_dir()`` while hashing; only a full match is
+      renamed into place (``os.replace``), under a ``flock`` on ``<name>.lock`` and only if no other process put
+      a good copy there first, so concurrent fetches into one cache are safe. A complete file with another
+      hash raises ``ChecksumError``; a network error, a stall, a body shorter than its Content-Length or the
+      manifest size, one larger than the manifest size, or a download still running after
+      :func:`download_timeout` counts as unavailable from that source and the next one is tried. The temporary
+      file is deleted in every case.
     - File names from manifests must be plain names (no directories, no ``..``), so a manifest cannot make the
       hub read or write outside the directories above.
     - Weights are read with safetensors only. Lightning checkpoints are read with
@@ -32,38 +35,45 @@ Security rules
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
 import http.client
+import math
 import os
 import pickle
 import re
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
-from zoo.errors import ChecksumError, WeightsUnavailableError, ZooValueError
+from zoo.errors import ChecksumError, WeightsUnavailableError, ZooValueError, check_arg
 from zoo.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "DOWNLOAD_TIMEOUT",
     "HTTP_TIMEOUT",
     "PublishedArtifact",
     "WeightEntry",
     "add_entry",
     "cache_dir",
+    "download_timeout",
     "load_checkpoint",
     "load_manifest",
     "load_state_dict",
     "offline",
     "publish",
+    "read_artifact",
     "read_config",
     "resolve_config",
     "resolve_file",
@@ -75,6 +85,10 @@ __all__ = [
 
 HTTP_TIMEOUT = 30.0
 """Seconds a single HTTP connect or read may take before the source counts as failed."""
+
+DOWNLOAD_TIMEOUT = 1800.0
+"""Seconds a whole download may take (``$ZOO_DOWNLOAD_TIMEOUT`` overrides it): a server that trickles bytes
+never trips the per-read timeout, so only a total limit bounds it."""
 
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -474,27 +488,112 @@ def _progress(total: int | None, label: str):
     return progress
 
 
+def download_timeout() -> float:
+    """``$ZOO_DOWNLOAD_TIMEOUT`` seconds (default :data:`DOWNLOAD_TIMEOUT`): the most one download may take."""
+    text = os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "").strip()
+    if not text:
+        return DOWNLOAD_TIMEOUT
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = float("nan")
+    check_arg(limit > 0 and math.isfinite(limit), "ZOO_DOWNLOAD_TIMEOUT", text, "a number of seconds > 0")
+    return limit
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold ``fcntl.flock`` on ``lock_path`` and remove the lock file when done.
+
+    The file is unlinked while still locked, so a process that opened it before the unlink finds, once it gets
+    the lock, that the path no longer names its file, and retries on the new one: two holders never overlap.
+    """
+    import fcntl
+
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def _download(url: str, name: str, sha256: str, size: int | None) -> Path:
+    """Download ``url`` into a private temporary file in the cache, then move it to ``cache_dir()/name``.
+
+    Each call writes its own ``mkstemp`` file, so concurrent fetches of one file never share a partial file;
+    the rename happens under ``<name>.lock``, after checking whether another process already put a good copy
+    there. Raises ``_SourceFailed`` when this source cannot deliver the whole file in time and ``ChecksumError``
+    when it delivered a complete file with another hash.
+    """
+    dest = cache_dir() / name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".part")
+    except OSError as e:
+        raise ZooValueError(f"cannot write to the weights cache {dest.parent}: {e.strerror or e}; "
+                            "set ZOO_HOME to a writable directory") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; a cached file gets the usual permissions
+            actual = _fetch(url, name, out, size)
+        if actual != sha256:
+            raise ChecksumError(
+                f"{url}: downloaded {name} has sha256 {actual}, expected {sha256} (download discarded)"
+            )
+        with _exclusive(dest.with_name(name + ".lock")):
+            if not (dest.is_file() and sha256_file(dest) == sha256):  # else another process finished it first
+                os.replace(tmp, dest)
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after os.replace; otherwise partial, rejected or not needed
+
+
+def _fetch(url: str, name: str, out: BinaryIO, size: int | None) -> str:
+    """Stream ``url`` into ``out`` and return its sha256; any failure to get the whole file is ``_SourceFailed``.
+
+    A body shorter than its Content-Length or than ``size`` is truncated, one longer than ``size`` is cut off,
+    and the whole transfer must end within :func:`download_timeout` (checked after every read; a single read
+    waits at most the smaller of that limit and :data:`HTTP_TIMEOUT`).
+    """
     from zoo import __version__
 
-    dest = cache_dir() / name
-    part = dest.with_name(name + ".part")
+    limit = download_timeout()
+    deadline = time.monotonic() + limit
     request = urllib.request.Request(url, headers={"User-Agent": f"moe-zoo/{__version__}"})
     h = hashlib.sha256()
     received = 0
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(request, timeout=min(HTTP_TIMEOUT, limit)) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else size
-            progress = _progress(total, f"downloading {name}")
+            announced = int(length) if length and length.isdigit() else None
+            if announced is not None and size is not None and announced != size:
+                raise _SourceFailed(f"announces {announced} bytes, expected {size}")
+            progress = _progress(announced or size, f"downloading {name}")
             try:
                 if progress is not None:
                     progress.start()
-                while chunk := response.read(_CHUNK):
+                while chunk := response.read1(_CHUNK):
                     received += len(chunk)
                     if size is not None and received > size:
                         raise _SourceFailed(f"sent more than the expected {size} bytes")
+                    if time.monotonic() > deadline:
+                        raise _SourceFailed(f"not complete within ZOO_DOWNLOAD_TIMEOUT={limit:g} s")
                     h.update(chunk)
                     out.write(chunk)
                     if progress is not None:
@@ -502,21 +601,25 @@ def _download(url: str, name: str, sha256: str, size: int | None) -> Path:
             finally:
                 if progress is not None:
                     progress.stop()
-        actual = h.hexdigest()
-        if actual != sha256:
-            raise ChecksumError(
-                f"{url}: downloaded {name} has sha256 {actual}, expected {sha256} (download discarded)"
-            )
-        os.replace(part, dest)
-        return dest
+        expected = announced if announced is not None else size
+        if expected is not None and received < expected:
+            raise _SourceFailed(f"truncated: got {received} of {expected} bytes")
+        out.flush()
+        os.fsync(out.fileno())
+        return h.hexdigest()
     except urllib.error.HTTPError as e:
         raise _SourceFailed(f"HTTP {e.code}") from None
     except urllib.error.URLError as e:
-        raise _SourceFailed(str(e.reason)) from None
+        raise _SourceFailed(_stalled(e.reason, limit) if isinstance(e.reason, TimeoutError) else str(e.reason)) from None
+    except TimeoutError as e:
+        raise _SourceFailed(_stalled(e, limit)) from None
     except (OSError, http.client.HTTPException, ValueError) as e:
         raise _SourceFailed(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
-    finally:
-        part.unlink(missing_ok=True)  # gone after os.replace; otherwise a partial or rejected download
+
+
+def _stalled(err: BaseException, limit: float) -> str:
+    """Why a source failed when one read waited its whole timeout."""
+    return f"stalled: no data for {min(HTTP_TIMEOUT, limit):g} s ({err})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -647,8 +750,18 @@ def publish(
     )
 
 
-def read_config(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
-    """Read an artifact's YAML (verifying its hash when given)."""
+_KEY_TYPES: dict[str, type] = {"config": dict, "model_info": dict, "task": str}
+
+
+def read_config(path: str | os.PathLike, sha256: str | None = None, required: Sequence[str] = ()) -> dict[str, Any]:
+    """Read an artifact's YAML, verifying its hash when given.
+
+    Args:
+        path: the YAML file.
+        sha256: its expected sha256 (from a manifest entry).
+        required: keys that must be present (``config`` and ``model_info`` as mappings, ``task`` as a string),
+            so a YAML that cannot rebuild a model fails here with one line rather than later with a KeyError.
+    """
     path = Path(path)
     if sha256 is not None:
         _check_local(path, _check_sha256(sha256))
@@ -656,9 +769,53 @@ def read_config(path: str | os.PathLike, sha256: str | None = None) -> dict[str,
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ZooValueError(_yaml_error_line(path, e)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZooValueError(f"{path}: cannot read the weights YAML: {e}") from None
     if not isinstance(doc, dict):
-        raise ZooValueError(f"{path}: an artifact config must be a mapping")
+        raise ZooValueError(f"{path}: the weights YAML must be a mapping, got {type(doc).__name__}")
+    missing = [k for k in required if k not in doc]
+    if missing:
+        raise ZooValueError(f"{path}: missing {', '.join(map(repr, missing))}; not the YAML of published weights "
+                            "(republish them from their run with `zoo weights publish`)")
+    for key in required:
+        want = _KEY_TYPES.get(key, object)
+        if not isinstance(doc[key], want):
+            raise ZooValueError(f"{path}: {key!r} must be a {want.__name__}, got {type(doc[key]).__name__}")
     return doc
+
+
+def read_artifact(
+    weights_path: str | os.PathLike, required: Sequence[str] = ("config",), *, trust_unverified: bool = False
+) -> tuple[dict[str, Any], str | None]:
+    """The YAML beside a weights file given by path, and the sha256 to check that file against.
+
+    A file given by path has no manifest entry, so its YAML's ``weights_sha256`` is what ties the two files
+    together: a YAML that records none is refused unless ``trust_unverified``, and then the returned hash is
+    ``None``. ``required`` is checked as in :func:`read_config`.
+
+    Args:
+        weights_path: the ``.safetensors`` file; its YAML has the same stem.
+        required: the keys the caller rebuilds the model from.
+        trust_unverified: accept a YAML without ``weights_sha256`` (the file is then loaded unchecked).
+    """
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise ZooValueError(f"{weights_path}: no such weights file")
+    yaml_path = weights_path.with_suffix(".yaml")
+    if not yaml_path.is_file():
+        raise ZooValueError(f"{weights_path}: its YAML {yaml_path.name} (config and model info) is not beside it; "
+                            "copy both files of the published weights")
+    doc = read_config(yaml_path, required=required)
+    sha256 = doc.get("weights_sha256")
+    if sha256 is None:
+        if not trust_unverified:
+            raise ZooValueError(f"{yaml_path}: records no weights_sha256, so {weights_path.name} cannot be verified; "
+                                "pass --trust-unverified (trust_unverified=True in Python) to load it anyway")
+        return doc, None
+    try:
+        return doc, _check_sha256(sha256, "weights_sha256")
+    except ZooValueError as e:
+        raise ZooValueError(f"{yaml_path}: {e}") from None
 
 
 def load_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Leaderboards: spec YAML → ``reproduce`` (one results JSON per run) → ``render`` Markdown → ``check``.
 
 A board ``leaderboards/<board>.yaml`` names its task, protocol, metrics (key, display name, format, which
-direction is better, tolerance), seeds and rows (recipe, optional weights id, optional ``claimed`` paper numbers
-kept apart from reproduced ones, optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted
-keys) puts every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own
+direction is better, tolerance, or ``kind: timing`` for a wall-clock figure that is shown but never checked), seeds
+and rows (recipe, optional weights id, optional ``claimed`` paper numbers kept apart from reproduced ones,
+optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted keys) puts every recipe on the
+board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own
 smoke overrides; ``comparisons`` print ratios of two rows' means under each table; ``summary`` picks what the
 README's one-line-per-board table shows (primary ``metric``, default the first; the ``moe`` row and its ``dense``
 twin).
@@ -15,7 +16,8 @@ committed before it. ``render`` turns whatever results exist into ``leaderboards
 value alone when n = 1; best marked; params total/active; wall seconds of train + test per run; the reproduce
 command) and into the README's summary table between ``<!-- leaderboards -->`` and ``<!-- /leaderboards -->``;
 ``render --check`` fails (exit 6) if the committed files differ from what the results render to.
-``check --tier smoke`` reruns the smoke tier and fails (exit 5) when a metric moves beyond its tolerance.
+``check --tier smoke`` reruns the smoke tier and fails (exit 5) when a metric moves beyond its tolerance, is
+missing from the rerun or is not finite. A malformed results file is a one-line error naming it (exit 2).
 See docs/architecture.md, "Leaderboards".
 """
 
@@ -45,6 +47,8 @@ def board_names() -> list[str]:
 
 
 BETTER = ("lower", "higher", "none")  # "none": a diagnostic (e.g. routing entropy), shown without arrow or bold
+# "timing": wall-clock seconds, which depend on the machine and its load: shown on the board, never checked.
+KINDS = ("score", "timing")
 
 
 # Board runs pin the CPU math libraries to one instruction-set path, so a result does not depend on whether the
@@ -67,11 +71,25 @@ def pin_numerics() -> None:
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """A board column.
+
+    Args:
+        tolerance: how far a rerun's value may move (``check``, and ``reproduce``'s verdict); finite, since a
+            figure no tolerance can hold is a timing.
+        kind: ``score``, or ``timing`` for a machine-dependent measurement that is reported and never checked
+            (it takes no tolerance).
+    """
+
     key: str
     display: str
     format: str = "{:.4g}"
     better: str = "lower"
     tolerance: float = 0.0
+    kind: str = "score"
+
+    @property
+    def checked(self) -> bool:
+        return self.kind != "timing"
 
 
 @dataclass(frozen=True)
@@ -164,8 +182,8 @@ def load_spec(name: str) -> BoardSpec:
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
-    for m in metrics:
-        check_arg(m.better in BETTER, f"{path.name}: metrics.better", m.better, BETTER)
+    for raw, m in zip(data["metrics"], metrics):
+        _check_metric(raw, m, path)
     if len({r.name for r in rows}) != len(rows):
         raise ZooValueError(f"{path}: duplicate row names")
     for c in spec.comparisons:
@@ -173,6 +191,22 @@ def load_spec(name: str) -> BoardSpec:
             spec.row(row)
     _check_summary(spec, path)
     return spec
+
+
+def _check_metric(raw: dict[str, Any], m: MetricSpec, path: Path) -> None:
+    """A metric's ``better`` and ``kind`` are known words; a checked metric has a finite tolerance and a timing
+    none, so an unbounded tolerance cannot stand in for "not checked"."""
+    check_arg(m.better in BETTER, f"{path.name}: metrics.better", m.better, BETTER)
+    check_arg(m.kind in KINDS, f"{path.name}: {m.key}.kind", m.kind, KINDS)
+    if not m.checked and "tolerance" in raw:
+        raise ZooValueError(f"{path}: {m.key} is a timing (reported, never checked); remove its tolerance")
+    if m.checked and not (_is_number(m.tolerance) and math.isfinite(m.tolerance) and m.tolerance >= 0):
+        raise ZooValueError(f"{path}: {m.key} tolerance {m.tolerance!r} is not a finite number >= 0; a figure that "
+                            "must not be checked is declared `kind: timing`")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_summary(spec: BoardSpec, path: Path) -> None:
@@ -295,8 +329,8 @@ class RerunRow:
 
     @property
     def within(self) -> bool | None:
-        """Whether the two means differ by at most the metric's tolerance (None: nothing to compare)."""
-        if self.rerun is None or self.committed is None:
+        """Whether the two means differ by at most the metric's tolerance (None: nothing to compare, or a timing)."""
+        if self.rerun is None or self.committed is None or not self.metric.checked:
             return None
         return abs(self.rerun[0] - self.committed[0]) <= self.metric.tolerance + 1e-12
 
@@ -307,7 +341,7 @@ def compare(board: str, tier: str, before: dict[str, list[dict[str, Any]]], writ
     spec = load_spec(board)
     fresh: dict[str, list[dict[str, Any]]] = {}
     for path in written:
-        record = json.loads(Path(path).read_text())
+        record = read_record(Path(path), board, tier)
         fresh.setdefault(record["row"], []).append(record)
     out = []
     for row in spec.rows:
@@ -333,22 +367,63 @@ def comparison_table(board: str, tier: str, rows: list[RerunRow]) -> Any:
         rerun = _format_stat(r.metric, *r.rerun) if r.rerun else "—"
         committed = f"{fmt(r.committed[0])} ({r.committed[2]})" if r.committed else "none"
         delta = f"{r.rerun[0] - r.committed[0]:+.3g}" if r.rerun and r.committed else "—"
-        table.add_row(r.row, r.metric.display, rerun, committed, delta, f"{r.metric.tolerance:g}", verdicts[r.within])
+        tolerance = f"{r.metric.tolerance:g}" if r.metric.checked else "timing"
+        table.add_row(r.row, r.metric.display, rerun, committed, delta, tolerance, verdicts[r.within])
     return table
 
 
 def load_results(board: str, tier: str) -> dict[str, list[dict[str, Any]]]:
-    """Results files of a tier, by row; a file from another board or tier is an error."""
+    """Results files of a tier, by row; a malformed file, or one from another board or tier, is an error."""
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(results_dir(board).glob(f"*/{tier}-s*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ZooValueError(f"{path}: not valid JSON ({err})") from None
-        if record.get("board") != board or record.get("tier") != tier:
-            raise ZooValueError(f"{path}: results of board {record.get('board')!r} tier {record.get('tier')!r}, not {board!r} {tier!r}")
+        record = read_record(path, board, tier)
         out.setdefault(record["row"], []).append(record)
     return out
+
+
+# What render and check read from a results file, with the JSON types it must have.
+RECORD_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "board": (str, "string"), "tier": (str, "string"), "row": (str, "string"), "seed": (int, "integer"),
+    "metrics": (dict, "object"), "params_total": (int, "integer"), "params_active": (int, "integer"),
+    "wall_seconds": ((int, float), "number"),
+}
+
+
+def read_record(path: Path, board: str, tier: str) -> dict[str, Any]:
+    """One results file of ``board`` and ``tier``, validated here so that a malformed file is one line naming it
+    (exit 2) instead of a traceback deep in render or check."""
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ZooValueError(f"{path}: not valid JSON ({err})") from None
+    problem = _record_problem(record, path)
+    if problem is None and (record["board"], record["tier"]) != (board, tier):
+        problem = f"results of board {record['board']!r} tier {record['tier']!r}, not {board!r} {tier!r}"
+    if problem is not None:
+        raise ZooValueError(f"{path}: {problem}")
+    return record
+
+
+def _record_problem(record: Any, path: Path) -> str | None:
+    """What is wrong with a results record (None: nothing): its shape, field types, metric values, and whether it
+    lies where its row and seed say."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found a {type(record).__name__}"
+    missing = [key for key in RECORD_FIELDS if key not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for key, (kind, name) in RECORD_FIELDS.items():
+        if not isinstance(record[key], kind) or isinstance(record[key], bool):
+            return f"{key} is {record[key]!r}, not a JSON {name}"
+    bad = next((k for k, v in record["metrics"].items() if not _is_number(v)), None)
+    if bad is not None:
+        return f"metric {bad!r} is {record['metrics'][bad]!r}, not a number"
+    if (path.parent.name, path.name) != (record["row"], f"{record['tier']}-s{record['seed']}.json"):
+        home = f"{record['row']}/{record['tier']}-s{record['seed']}.json"
+        return f"holds row {record['row']!r} seed {record['seed']}: move it to {home}"
+    return None
 
 
 def _metric_stats(records: list[dict[str, Any]], key: str) -> tuple[float, float, int] | None:
@@ -507,12 +582,12 @@ def render(boards: list[str], check: bool = False) -> list[Path]:
     for name in boards:
         text = render_board(load_spec(name))
         md = boards_dir() / f"{name}.md"
-        if not md.exists() or md.read_text() != text:
+        if not md.exists() or md.read_text(encoding="utf-8") != text:
             stale.append(md)
             if not check:
                 atomic_write_text(md, text)
     readme_path = repo_root() / "README.md"
-    readme = readme_path.read_text() if readme_path.exists() else ""
+    readme = readme_path.read_text(encoding="utf-8") if readme_path.exists() else ""
     new_readme = _readme_with_summary(readme, summary_table(board_names()))
     if new_readme != readme:
         stale.append(readme_path)
@@ -525,24 +600,60 @@ def render(boards: list[str], check: bool = False) -> list[Path]:
     return stale
 
 
-def check_tier(board: str, tier: str = "smoke", seeds: list[int] | None = None) -> None:
+def check_tier(board: str, tier: str = "smoke", seeds: list[int] | None = None) -> list[str]:
     """Rerun every committed run of ``tier`` (only ``seeds``, if given) and compare its metrics with the committed
-    ones (exit 5 if off). The reruns are compared in memory; the committed results files are never touched.
+    ones: exit 5 when one moves beyond its tolerance, is missing from the rerun or is not finite. The reruns are
+    compared in memory; the committed results files are never touched. Returns the timing metrics' lines, which
+    are reported and never checked.
     """
     check_arg(tier in TIERS, "--tier", tier, TIERS)
     spec = load_spec(board)
     committed = load_results(board, tier)
     if not committed:
         raise ZooValueError(f"board {board!r} has no committed {tier} results to check against")
-    problems = []
+    problems, timings = _unmeasured(spec, committed), []
     for row_name, records in committed.items():
         for record in records:
             if seeds is not None and record["seed"] not in seeds:
                 continue
-            fresh = run_row(spec, spec.row(row_name), tier, record["seed"])
+            fresh = run_row(spec, spec.row(row_name), tier, record["seed"])["metrics"]
             for m in spec.metrics:
-                old, new = record["metrics"].get(m.key), fresh["metrics"].get(m.key)
-                if old is not None and new is not None and abs(new - old) > m.tolerance + 1e-12:
-                    problems.append(f"{row_name} s{record['seed']} {m.key}: {old:.6g} → {new:.6g} (tolerance {m.tolerance})")
+                verdict = _rerun_verdict(m, record["metrics"].get(m.key), fresh.get(m.key))
+                if verdict is not None:
+                    line = f"{row_name} s{record['seed']} {m.key}: {verdict}"
+                    (problems if m.checked else timings).append(line)
     if problems:
         raise ToleranceError(f"{board} {tier}: " + "; ".join(problems))
+    return timings
+
+
+def _unmeasured(spec: BoardSpec, committed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A checked metric that no committed run has: a misspelt key would otherwise never be compared."""
+    records = [r for rs in committed.values() for r in rs]
+    return [f"{m.key}: in no committed run (is the key right?)" for m in spec.metrics
+            if m.checked and not any(m.key in r["metrics"] for r in records)]
+
+
+def _rerun_verdict(m: MetricSpec, old: float | None, new: Any) -> str | None:
+    """What to say about one metric of one rerun against its committed value; None when there is nothing (within
+    tolerance, or a metric the row has neither time). A timing's line is a report, every other line a problem."""
+    if old is None and new is None:
+        return None
+    shown = f"{_show(old)} → {_show(new)}"
+    if not m.checked:
+        return f"{shown} (timing, not checked)"
+    if new is None:
+        return f"{_show(old)} → missing from the rerun"
+    if not (_is_number(new) and math.isfinite(new)):
+        return f"{shown} (not a finite number)"
+    if old is None:
+        return f"{shown} (not in the committed run; reproduce it)"
+    if not math.isfinite(old):
+        return f"{shown} (the committed value is not finite)"
+    if abs(new - old) > m.tolerance + 1e-12:
+        return f"{shown} (tolerance {m.tolerance})"
+    return None
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else f"{value:.6g}" if _is_number(value) else repr(value)

