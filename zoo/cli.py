@@ -54,7 +54,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[Any]], note: st
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)  # the title on one line
     cells = [[str(c) for c in row] for row in rows]
     needed = 1
     for i, col in enumerate(columns):
