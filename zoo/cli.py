@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo._version import __version__
-from zoo.errors import ZooError, ZooValueError, check_arg
+from zoo.errors import SEED_MAX, ZooError, ZooValueError, check_arg
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +105,17 @@ def _set_threads(threads: int | None) -> int:
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
+
+
+def _seed(text: str) -> int:
+    """``--seed``'s type: numpy and Lightning take seeds in [0, 2**32 - 1] and fail deep inside a run otherwise."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int in [0, {SEED_MAX}]")
+    return seed
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -257,8 +268,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.task import build_trainer, provenance
 
     spec = api.load_task(args.task)
-    overrides = dict(parse_override(o) for o in args.set)
-    bad = [k for k in overrides if not k.startswith("data.")]
+    overrides = [parse_override(o) for o in args.set]  # in order: a later --set of a key wins
+    bad = [k for k, _ in overrides if not k.startswith("data.")]
     if bad:
         raise ZooValueError(f"--set {bad[0]}: eval takes data.* overrides only (the model comes from the run or "
                             "weights)")
@@ -517,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", cmd_demo, "train the backbone's tiny example (about a minute on 2 cores)")
     demo.add_argument("--steps", type=int, default=300, help="optimizer steps per variant (default 300)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed for data and initialisation (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed for data and initialisation (default 0)")
     demo.add_argument("--out", help="directory for plots (default runs/demo/<timestamp>)")
 
     lst = add("list", cmd_list, "list tasks, recipes, weights or boards")
@@ -537,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add("train", cmd_train, "train a task by name")
     train.add_argument("task")
-    train.add_argument("--seed", type=int, help="overrides the config's seed")
+    train.add_argument("--seed", type=_seed, help="overrides the config's seed")
     train.add_argument("--resume", metavar="RUN", help="continue the run in this run dir from its last checkpoint")
     train.add_argument("--out", metavar="DIR", help="run dir (default runs/<task>/<recipe>/<time>-s<seed>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -591,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``zoo predict`` gets a parser made for its task, which takes INPUT and options in
-    any order."""
+    any order. Every other command's own parser also takes its positionals after its options (plain argparse
+    gives an optional positional its empty value at the first option, so ``zoo leaderboard render --check BOARD``
+    would call BOARD unrecognised)."""
     if argv and argv[0] == "predict":
         rest = argv[1:]
         task = _find_task(rest)
@@ -599,7 +612,23 @@ def _parse(argv: list[str]) -> argparse.Namespace:
             rest.remove(task)
             rest.insert(0, task)
         return build_predict_parser(task).parse_intermixed_args(rest)
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    command = _command_parser(parser, argv[0]) if argv else None
+    if command is None:
+        return parser.parse_args(argv)
+    args = command.parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    """The sub-parser of command ``name``, unless it has sub-commands of its own (``config``), which intermixed
+    parsing cannot take."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = commands.choices.get(name)
+    if command is None or any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
+        return None
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -616,13 +645,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             pin_numerics()
         args.command_line = ["zoo", *argv]
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that closed the pipe (`zoo list | head`) is found here, not at exit
+        return code
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away: stop quietly, as a command killed by SIGPIPE would (exit 141), and point
+    stdout at /dev/null so the interpreter's final flush does not complain."""
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +35,13 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 #: Keys a recipe may hold besides the config fields.
 RECIPE_KEYS = ("base", "smoke", "description")
 
+#: Deepest nesting of lists and mappings a YAML document may have: deeper ones (and aliases that contain
+#: themselves) are refused on reading, before merging, copying or hashing recurses into them.
+MAX_DEPTH = 32
+#: Longest integer a YAML document may hold: Python refuses to print one over 4300 digits (about 14 000 bits),
+#: so a longer one could be neither reported nor hashed.
+MAX_INT_BITS = 4096
+
 
 def repo_root() -> Path:
     """The source checkout (editable install): where ``configs/``, ``data/`` and ``leaderboards/`` live."""
@@ -45,17 +52,57 @@ def configs_dir() -> Path:
     return repo_root() / "configs"
 
 
+def _nesting(node: Any, seen: dict[int, int], level: int = 0) -> int:
+    """Levels of lists and mappings in ``node``, exact up to MAX_DEPTH (shared aliases are walked once and the
+    walk stops past MAX_DEPTH, so a self-referencing alias ends too); an integer over MAX_INT_BITS is refused."""
+    if isinstance(node, int) and node.bit_length() > MAX_INT_BITS:
+        raise yaml.YAMLError(f"an integer of {node.bit_length()} bits; at most {MAX_INT_BITS}")
+    if not isinstance(node, (dict, list, tuple, set)) or level > MAX_DEPTH:
+        return 0
+    if id(node) not in seen:
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        seen[id(node)] = 1 + max((_nesting(child, seen, level + 1) for child in children), default=0)
+    return seen[id(node)]
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a ``yaml.YAMLError``: PyYAML's constructors also raise
+    ValueError, KeyError or IndexError on scalars such as ``2020-13-45`` or ``!!int abc``, and nesting beyond
+    MAX_DEPTH is refused here rather than as a RecursionError later."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except RecursionError:
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep") from None
+    except Exception as err:  # a constructor's own error on a malformed scalar
+        raise yaml.YAMLError(f"bad value: {err}") from None
+    if _nesting(data, {}) > MAX_DEPTH:
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep, or an alias that contains itself")
+    return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The first line of what PyYAML says is wrong (its messages span lines)."""
+    text = str(getattr(err, "problem", None) or getattr(err, "reason", None) or err)
+    return text.splitlines()[0] if text.strip() else type(err).__name__
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; malformed YAML or a non-mapping is a one-line ZooValueError naming the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ZooValueError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ZooValueError(f"{path}: cannot read it ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ZooValueError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+        raise ZooValueError(f"{path}:{where} malformed YAML ({_yaml_problem(err)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -107,14 +154,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ZooValueError(f"--set {text!r}: expected KEY=VALUE, e.g. moe.num_experts=16")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ZooValueError(f"--set {text!r}: the value is not valid YAML") from None
+        value = _load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ZooValueError(f"--set {text!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     return key.strip(), value
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``data[a][b] = value`` for ``a.b``, creating intermediate mappings."""
+    if not isinstance(dotted, str) or "" in dotted.split("."):
+        raise ZooValueError(f"config key {dotted!r} is not a dotted key such as moe.num_experts")
     *parents, leaf = dotted.split(".")
     node = data
     for part in parents:
@@ -125,9 +174,13 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
+    """``data`` with dotted-key overrides applied in order; pairs keep the order of repeated keys, so
+    ``moe={k: 4}`` given after ``moe.k=3`` wins."""
     out = copy.deepcopy(data)
-    for key, value in overrides.items():
+    for key, value in overrides.items() if isinstance(overrides, Mapping) else overrides:
         set_dotted(out, key, value)
     return out
 
@@ -136,10 +189,35 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _check_keys(mapping: dict[Any, Any], where: str) -> None:
+    for key in mapping:
+        if not isinstance(key, str):
+            raise ZooValueError(f"{where} has the key {key!r}; keys must be strings")
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Free-form values (``trainer``, ``*_kwargs``) must be data that YAML and JSON both carry, so the config
+    can be saved and hashed: a date, bytes or a set would only fail later, when the run is written."""
+    if value is None or isinstance(value, (str, int, float)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        _check_keys(value, where)
+        for key, item in value.items():
+            _check_plain(item, f"{where}.{key}")
+        return
+    raise ZooValueError(f"{where}={value!r} ({type(value).__name__}) is not plain data; expected a string, number, "
+                        "boolean, null, list or mapping (quote dates)")
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert YAML forms (ints for floats, lists for tuples)."""
     origin = typing.get_origin(tp)
     if tp is Any:
+        _check_plain(value, where)
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -171,9 +249,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ZooValueError(f"{where}={value!r} has the wrong type; expected a mapping")
-        return dict(value)
+        _, item = typing.get_args(tp) or (str, Any)
+        _check_keys(value, where)
+        return {key: _convert(v, item, f"{where}.{key}") for key, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ZooValueError(f"{where}={value} is too large for a float") from None
     if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a float
     if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
@@ -187,6 +270,8 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
+        if not isinstance(key, str):
+            raise ZooValueError(f"config key {prefix}{key!r} must be a string")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
@@ -237,9 +322,13 @@ def trainer_keys() -> set[str]:
     return set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
 
 
+#: ``trainer.*`` keys the zoo reads itself (``zoo.task.build_trainer``) instead of passing them to Lightning.
+ZOO_TRAINER_KEYS = frozenset(("checkpoint_every_n_steps",))
+
+
 def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:
     """Unknown ``trainer.*`` keys fail here, with a suggestion, instead of deep inside Lightning."""
-    allowed = trainer_keys()
+    allowed = trainer_keys() | ZOO_TRAINER_KEYS
     for key in kwargs:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -275,7 +364,7 @@ def resolve_config(
         data = apply_overrides(data, dict(layer))
     if smoke:
         data = apply_overrides(data, smoke_overrides)
-    data = apply_overrides(data, dict(parse_override(o) for o in overrides))
+    data = apply_overrides(data, [parse_override(o) for o in overrides])
     cfg = from_dict(cls, data)
     trainer = getattr(cfg, "trainer", None)
     if isinstance(trainer, dict):

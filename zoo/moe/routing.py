@@ -263,9 +263,12 @@ class AuxFreeRouter(TopKRouter):
         noisy = self.selection_scores(logits_TE, x_TD)
         scores = torch.sigmoid(noisy) if self.score == "sigmoid" else torch.softmax(noisy, dim=-1)
         ids = (scores.detach() + self.bias).topk(self.k, dim=-1).indices
-        weights = scores.gather(1, ids)
         if self.renormalize:
-            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+            # In log space: chosen sigmoid scores that all underflow to 0 still share a weight of 1.
+            log_scores = F.logsigmoid(noisy) if self.score == "sigmoid" else torch.log_softmax(noisy, dim=-1)
+            weights = torch.softmax(log_scores.gather(1, ids), dim=-1)
+        else:
+            weights = scores.gather(1, ids)
         if self.training:
             self.pending_load += torch.bincount(ids.reshape(-1), minlength=self.num_experts).float()
         return self._with_capacity(ids, weights, logits_TE)
