@@ -5,10 +5,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
+import signal
+import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
 from zoo.io import atomic_write_bytes, atomic_write_text
 from zoo.moe import ExpertStats
@@ -54,6 +61,16 @@ class ExpertStatsCallback(L.Callback):
         for layer, s in stats.items():
             self.history.setdefault(layer, []).append((step, s.load.tolist()))
             self.num_ffn[layer] = s.num_ffn
+
+    def state_dict(self) -> dict[str, Any]:
+        """The load history so far: a resumed run's ``expert_load`` then covers the whole run."""
+        history = {layer: [[step, load] for step, load in rows] for layer, rows in self.history.items()}
+        return {"history": history, "num_ffn": dict(self.num_ffn), "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {layer: [(step, load) for step, load in rows] for layer, rows in state_dict["history"].items()}
+        self.num_ffn = dict(state_dict["num_ffn"])
+        self._last_step = state_dict["last_step"]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._latest is not None and self._latest[0] != self._last_step:
@@ -111,3 +128,224 @@ def plot_expert_load(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------------ resumable checkpoints
+
+
+def save_checkpoint(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool = False) -> None:
+    """``trainer.save_checkpoint`` to a temporary file beside ``path``, synced and renamed into place: a run killed
+    while saving keeps its previous checkpoint whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        trainer.save_checkpoint(tmp, weights_only=weights_only)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _loader_generators(trainer: L.Trainer) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects the train loaders shuffle with (the loader's own, its sampler's, a batch
+    sampler's inner sampler's), each once, in a fixed order; an empty list when they use the global RNG."""
+    loaders = trainer.train_dataloader
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    found: dict[int, torch.Generator] = {}
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        samplers = [loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+        samplers += [getattr(s, "sampler", None) for s in samplers[1:]]
+        for obj in samplers:
+            gen = getattr(obj, "generator", None)
+            if isinstance(gen, torch.Generator):
+                found.setdefault(id(gen), gen)
+    return list(found.values())
+
+
+def random_state(generators: list[torch.Generator]) -> dict[str, Any]:
+    """Every random state a training step may draw from, as tensors and plain values (``weights_only`` loads it)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+        "loaders": [g.get_state() for g in generators],
+    }
+
+
+def set_random_state(state: dict[str, Any], generators: list[torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    for gen, saved in zip(generators, state["loaders"], strict=True):
+        gen.set_state(saved)
+
+
+def _train_iterator(trainer: L.Trainer) -> Any:
+    """The iterator over this epoch's train batches (Lightning's CombinedLoader returns itself from ``iter``)."""
+    return trainer.fit_loop._data_fetcher.combined_loader._iterator
+
+
+class RunCheckpoint(L.Callback):
+    """Keep ``checkpoints/last.ckpt`` current, so a killed or interrupted run resumes where it stopped and ends
+    with the weights an uninterrupted run would have, bit for bit.
+
+    The checkpoint is written atomically (:func:`save_checkpoint`) at the end of every epoch, after its
+    validation, and within an epoch every ``every_n_steps`` optimizer steps. Lightning restores weights,
+    optimizer, schedule and loop counters, but neither random state nor the position in an epoch: a plain
+    DataLoader restarts at the first batch of a new shuffle. So the checkpoint also carries the random states
+    (torch, CUDA, numpy, python and the train loader's own generators) from which the epoch's batch order was
+    drawn and those of the moment it was written; a resumed run rebuilds the epoch's batch order, skips the
+    batches already trained and continues from the saved state. Only a sized train loader can be resumed within
+    an epoch; with an unsized one checkpoints (and Ctrl-C stops) wait for the epoch's end.
+
+    The first Ctrl-C (SIGINT) during training stops at the next optimizer step, or at the epoch's end when the
+    epoch's validation is running: the checkpoint is written there and ``KeyboardInterrupt`` raised. A second
+    Ctrl-C interrupts at once, keeping the previous checkpoint.
+
+    Args:
+        dirpath: the run's ``checkpoints/`` folder.
+        every_n_steps: optimizer steps between checkpoints within an epoch; 0 writes them at epoch ends only.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 500) -> None:
+        super().__init__()
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self._trainer: L.Trainer | None = None
+        self._epoch_rng: dict[str, Any] | None = None  # the state the epoch's batch order is drawn from
+        self._epoch_iterator: Any = None  # the train iterator seen at the epoch's start, until its first batch
+        self._batches_done: int | None = None  # while writing: the epoch's batches it covers (0: all)
+        self._step_seen = -1
+        self._resume: dict[str, Any] | None = None
+        self._stop_requested = False
+        self._sigint_handler: Any = None
+
+    # the checkpoint's own state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": random_state(_loader_generators(self._trainer)), "epoch_rng": self._epoch_rng,
+                "batches_done": self._batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Store a checkpoint written at an epoch's end as the finished epoch it is. Lightning counts the epoch as
+        finished only once its end hooks return; restarting such a checkpoint with ``max_steps`` set, it would
+        train one more batch of the old epoch and validate it again."""
+        if self._batches_done != 0:
+            return
+        checkpoint["epoch"] = trainer.current_epoch + 1
+        loop = checkpoint["loops"]["fit_loop"]
+        for counts in loop["epoch_progress"].values():
+            counts["completed"] = counts["processed"]
+        for key in ("epoch_loop.batch_progress", "epoch_loop.val_loop.batch_progress"):
+            loop[key]["current"] = dict.fromkeys(loop[key]["current"], 0)
+            loop[key]["is_last_batch"] = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        for stale in self.path.parent.glob(".*.ckpt.*.part"):  # left by a run killed while saving
+            stale.unlink(missing_ok=True)
+
+    def _save(self, trainer: L.Trainer, batches_done: int) -> None:
+        self._batches_done = batches_done
+        try:
+            save_checkpoint(trainer, self.path)
+        finally:
+            self._batches_done = None
+
+    # resuming ---------------------------------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_sigint()
+        self._step_seen = trainer.global_step
+        if self._resume is None:
+            return
+        state, self._resume = self._resume, None
+        if state["batches_done"] is None:  # written by someone else's trainer.save_checkpoint: Lightning's restore
+            return
+        fetcher = trainer.fit_loop._data_fetcher  # Lightning has no public handle on the epoch's iterator
+        generators = _loader_generators(trainer)
+        skip = state["batches_done"]
+        if not skip:  # written between epochs: the next batch order is drawn from the saved state
+            set_random_state(state["rng"], generators)
+            iter(fetcher)
+            return
+        epoch_rng = state["epoch_rng"]
+        self._epoch_rng = epoch_rng
+        set_random_state(epoch_rng["state"], generators)
+        iter(fetcher)
+        if epoch_rng["after_iter"]:
+            set_random_state(epoch_rng["state"], generators)
+        for _ in range(skip):
+            next(fetcher.iterator)
+        set_random_state(state["rng"], generators)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_rng = {"state": random_state(_loader_generators(trainer)), "after_iter": True}
+        self._epoch_iterator = _train_iterator(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._epoch_iterator is not None:
+            # Lightning creates an epoch's iterator before this epoch's start hook in a fit's first epoch, after it
+            # in the others: the batch order was drawn from the state saved at the start only if the iterator
+            # already existed then.
+            after = _train_iterator(trainer) is self._epoch_iterator
+            self._epoch_rng["after_iter"] = after
+            self._epoch_iterator = None
+
+    # writing ----------------------------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stepped = trainer.global_step != self._step_seen
+        self._step_seen = trainer.global_step
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if not stepped or epoch_loop.batch_progress.is_last_batch or trainer.fit_loop._data_fetcher.length is None:
+            return  # mid-accumulation, the epoch's end comes next, or no resumable position
+        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+        if due or self._stop_requested:
+            self._save(trainer, batch_idx + 1)
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, 0)
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    # Ctrl-C -----------------------------------------------------------------------------------------------------
+
+    def _catch_sigint(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("zoo: stopping at the next step to save a checkpoint (Ctrl-C again to stop now)", file=sys.stderr)
+
+    def _release_sigint(self) -> None:
+        if self._sigint_handler is not None:
+            signal.signal(signal.SIGINT, self._sigint_handler)
+            self._sigint_handler = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._release_sigint()
+        if self._stop_requested:  # Ctrl-C after the last checkpoint: stop before testing
+            raise KeyboardInterrupt
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._release_sigint()

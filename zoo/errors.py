@@ -61,6 +61,16 @@ def check_arg(ok: bool, name: str, given: Any, allowed: str | Iterable[Any]) -> 
         raise bad_arg(name, given, allowed)
 
 
+#: The largest seed numpy and Lightning accept: seeds are ints in [0, 2**32 - 1].
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: Any, name: str = "seed") -> None:
+    """Refuse a seed numpy cannot take, which would otherwise fail deep inside a run after its files were made."""
+    ok = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX
+    check_arg(ok, name, seed, f"an int in [0, {SEED_MAX}]")
+
+
 class MissingExtraError(ZooValueError):
     """A task's optional dependencies are not installed (exit 2): the message is the command that adds them."""
 

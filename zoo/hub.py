@@ -834,6 +834,20 @@ def load_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[
         raise ZooValueError(f"{path}: not a valid safetensors file: {first}") from None
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _load_refusal(err: BaseException) -> str:
+    """The reason in a ``torch.load`` error: PyTorch's refusal spans many lines of advice (with terminal colour
+    codes) around one line saying what it found, such as ``Unsupported global: GLOBAL print``."""
+    text = _ANSI_RE.sub("", str(err))
+    _, marker, reason = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason if marker else text).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0].split(". Please use")[0].rstrip(".")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a Lightning ``.ckpt`` with ``torch.load(weights_only=True)``; anything else is refused."""
     import torch
@@ -844,9 +858,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ZooValueError(
-            f"{path}: cannot be loaded safely (torch.load weights_only=True refused it: {first}); "
+            f"{path}: cannot be loaded safely (torch.load weights_only=True refused it: {_load_refusal(e)}); "
             "only checkpoints of plain tensors and containers are accepted"
         ) from None
     if not isinstance(ckpt, dict):

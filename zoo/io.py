@@ -6,12 +6,25 @@ import os
 import tempfile
 from pathlib import Path
 
+from zoo.errors import ZooValueError
+
+
+def _unwritable(path: Path, err: OSError) -> ZooValueError:
+    return ZooValueError(f"cannot write {path}: {err.strerror or err}")
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    A path that cannot be written (a directory, a read-only place, a full disk) is one ZooValueError naming it,
+    and the temporary file is removed: a user's ``--out`` mistake is a message, never a traceback or debris.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as err:
+        raise _unwritable(path, err) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -21,8 +34,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _unwritable(path, err) from None
         raise
     return path
 

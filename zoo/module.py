@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from zoo.callbacks import save_checkpoint
 from zoo.errors import ZooValueError, check_arg
 from zoo.moe import ExpertStats, Router, on_optimizer_step, total_aux_loss
 from zoo.optim import OptimConfig, lr_lambda
@@ -123,7 +124,18 @@ class ZooModule(L.LightningModule):
         self.model.load_state_dict(self._best_state)
         checkpoints = Path(self.trainer.default_root_dir) / "checkpoints"
         if checkpoints.is_dir():
-            self.trainer.save_checkpoint(checkpoints / "best.ckpt", weights_only=True)
+            save_checkpoint(self.trainer, checkpoints / "best.ckpt", weights_only=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumable checkpoint carries the best epoch so far (score, epoch, weights): a resumed run then keeps
+        the same epoch an uninterrupted one would. A weights-only one (``best.ckpt``) resumes nothing."""
+        if self._best_state is not None and "optimizer_states" in checkpoint:
+            checkpoint["best_epoch"] = {"score": self.best_score, "epoch": self.best_epoch, "state_dict": self._best_state}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get("best_epoch")
+        if best is not None:
+            self.best_score, self.best_epoch, self._best_state = best["score"], best["epoch"], best["state_dict"]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)

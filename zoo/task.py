@@ -15,14 +15,16 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo._version import __version__
-from zoo.config import config_sha256, dump_yaml, repo_root, to_dict
+from zoo.config import ZOO_TRAINER_KEYS, config_sha256, dump_yaml, repo_root, to_dict
 from zoo.errors import ZooValueError
 from zoo.io import atomic_write_text
 
@@ -196,7 +198,8 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
-    return L.Trainer(**{**defaults, **kwargs})
+    lightning_kwargs = {k: v for k, v in kwargs.items() if k not in ZOO_TRAINER_KEYS}
+    return L.Trainer(**{**defaults, **lightning_kwargs})
 
 
 @dataclass
@@ -272,36 +275,62 @@ def write_run_files(run_dir: Path, cfg: Any, extra: dict[str, Any] | None = None
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
 
 
+#: Optimizer steps between the checkpoints written within an epoch (``trainer.checkpoint_every_n_steps``).
+CHECKPOINT_EVERY_N_STEPS = 500
+
+
 def build_trainer(
     cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None, resumed: bool = False
 ) -> L.Trainer:
-    """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``."""
+    """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``.
+
+    ``checkpoints/last.ckpt`` is kept current (:class:`zoo.callbacks.RunCheckpoint`): written atomically at the
+    end of every epoch and every ``trainer.checkpoint_every_n_steps`` optimizer steps (default
+    :data:`CHECKPOINT_EVERY_N_STEPS`; 0: epoch ends only), so a killed run continues with ``zoo train TASK
+    --resume RUN`` to the weights an uninterrupted run would reach. ``trainer.enable_checkpointing: false``
+    writes none.
+    """
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from zoo.callbacks import ExpertStatsCallback
+    from zoo.callbacks import ExpertStatsCallback, RunCheckpoint
+    from zoo.errors import check_arg
 
     kwargs = dict(getattr(cfg, "trainer", {}) or {})
+    every = kwargs.pop("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS)
+    check_arg(isinstance(every, int) and every >= 0, "trainer.checkpoint_every_n_steps", every, "an integer >= 0")
+    checkpointing = kwargs.pop("enable_checkpointing", True)
     kwargs.setdefault("accelerator", "cpu" if not torch.cuda.is_available() else "auto")
-    all_callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
-        ExpertStatsCallback(dirpath=run_dir),
-        *(callbacks or []),
-    ]
+    all_callbacks = [ExpertStatsCallback(dirpath=run_dir), *(callbacks or [])]
     if progress:
         all_callbacks.append(RichProgressBar(leave=True))
+    if checkpointing:  # last: its checkpoint holds the other callbacks' state after this step
+        all_callbacks.append(RunCheckpoint(run_dir / "checkpoints", every_n_steps=every))
     # A resumed run logs into a new version folder so the first part's metrics.csv is kept.
     version = "" if not resumed else f"resumed-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return L.Trainer(
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="", version=version),
         callbacks=all_callbacks,
+        enable_checkpointing=False,  # RunCheckpoint writes them; Lightning would add its own
         enable_progress_bar=progress,
         enable_model_summary=False,
         **kwargs,
     )
+
+
+@contextmanager
+def _reraise_interrupt(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning ends a Ctrl-C in ``fit``/``test`` with its graceful shutdown and ``sys.exit(1)``; give the caller
+    the ``KeyboardInterrupt`` back, so ``zoo train`` reports it as one (exit 130)."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def fit_and_test(
@@ -312,7 +341,10 @@ def fit_and_test(
     resume: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Seed, build, fit (unless the model has nothing to train), test; write ``model_info``, ``results.json``."""
+    """Seed, build, fit (unless the model has nothing to train), test; write ``model_info``, ``results.json``.
+
+    Ctrl-C raises ``KeyboardInterrupt`` (after the training checkpoint it triggers, see
+    :class:`zoo.callbacks.RunCheckpoint`)."""
     import lightning as L
 
     from zoo import modelinfo
@@ -324,12 +356,17 @@ def fit_and_test(
     trainer = build_trainer(cfg, run_dir, progress=progress and spec.train is None, resumed=resume is not None)
     start = time.perf_counter()
     train_metrics: dict[str, float] = {}
-    if spec.train is not None:
-        train_metrics = spec.train(cfg, module, datamodule, run_dir, resume=resume, progress=progress)
-    elif spec.needs_fit(cfg):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
-    train_seconds = time.perf_counter() - start
-    metrics = {**train_metrics, **spec.test(cfg, trainer, module, datamodule)}
+    with _reraise_interrupt(trainer):
+        if spec.train is not None:
+            train_metrics = spec.train(cfg, module, datamodule, run_dir, resume=resume, progress=progress)
+        elif spec.needs_fit(cfg):
+            with warnings.catch_warnings():
+                # RunCheckpoint resumes mid-epoch itself; Lightning would warn that a plain DataLoader cannot
+                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None,
+                            weights_only=True)
+        train_seconds = time.perf_counter() - start
+        metrics = {**train_metrics, **spec.test(cfg, trainer, module, datamodule)}
     result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
     return RunResult(run_dir, metrics, train_seconds, module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import check_arg
+from zoo.errors import check_arg, check_seed
 from zoo.moe.config import MoEConfig
 from zoo.optim import OptimConfig
 
@@ -44,6 +44,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_arg(self.fill in FILL_POLICIES, "data.fill", self.fill, FILL_POLICIES)
+        check_arg(self.horizon is None or self.horizon >= 1, "data.horizon", self.horizon,
+                  "None (the collection's own horizon) or an integer >= 1")
+        check_arg(self.max_series is None or self.max_series >= 1, "data.max_series", self.max_series,
+                  "None (all series) or an integer >= 1")
+        for name in ("lookback", "batch_size", "test_origins", "stride"):
+            check_arg(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), "an integer >= 1")
 
 
 @dataclass
@@ -123,4 +129,6 @@ class ForecastingConfig:
                       f"a trained model ({', '.join(NEURAL_ARCHS)}) for online.mode={self.online.mode!r}")
             check_arg(self.data.test_origins >= 2, "data.test_origins", self.data.test_origins,
                       f">= 2 for online.mode={self.online.mode!r} (updates happen between origins)")
+        check_seed(self.seed)
+
     seed: int = 0

@@ -206,6 +206,8 @@ class _Raw:
 
 def _read_cells(path: Path) -> tuple[list[str], pd.DataFrame]:
     """Header (stripped) and the data cells as strings; data row ``i`` is on CSV line ``i + 2``."""
+    if path.is_dir():
+        raise ZooValueError(f"{path}: a directory; expected a CSV file")
     if not path.is_file():
         raise ZooValueError(f"{path}: no such file")
     try:

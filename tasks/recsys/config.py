@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import check_arg
+from zoo.errors import check_arg, check_seed
 from zoo.optim import OptimConfig
 
 SOURCES = ("ml100k", "movielens", "simulator", "mmoe_synthetic")
@@ -55,6 +55,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_arg(self.source in SOURCES, "data.source", self.source, SOURCES)
+        check_seed(self.seed, "data.seed")
         check_arg(self.source != "movielens" or bool(self.path), "data.path", self.path,
                   "a MovieLens folder (GroupLens u.data or RecBole atomic files) when data.source is movielens")
         check_arg(self.negatives >= 1, "data.negatives", self.negatives, "at least 1")
@@ -99,3 +100,6 @@ class RecsysConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 3})
     predict: PredictConfig = field(default_factory=PredictConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)

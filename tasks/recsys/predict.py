@@ -39,8 +39,13 @@ def read_item_ids(path: str | Path) -> list[str]:
     """Item ids from a text file, one per line (header ``item_id[:token]`` and blank lines skipped)."""
     path = Path(path)
     if not path.is_file():
-        raise ZooValueError(f"{path}: no such file; expected a list of item ids, one per line")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        what = "a directory" if path.is_dir() else "no such file"
+        raise ZooValueError(f"{path}: {what}; expected a list of item ids, one per line")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start}); expected a list of item ids, one per "
+                            "line") from None
     ids = [x for x in lines if x and x.split(":")[0] != "item_id"]
     if not ids:
         raise ZooValueError(f"{path}: no item ids")

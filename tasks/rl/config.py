@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from zoo.errors import check_arg
+from zoo.errors import check_arg, check_seed
 
 ALGOS = ("sac", "ppo")
 ESTIMATOR_NAMES = ("pmoe", "gumbel", "score", "mean")  # the actor updates of estimators.py
@@ -101,3 +101,4 @@ class RLConfig:
     def __post_init__(self) -> None:
         check_arg(self.algo in ALGOS, "algo", self.algo, ALGOS)
         check_arg(self.test_episodes >= 1, "test_episodes", self.test_episodes, "a positive int")
+        check_seed(self.seed)

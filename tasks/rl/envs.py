@@ -122,7 +122,10 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
             close = difflib.get_close_matches(env_id, [*registered, TWO_GOAL_ID], n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ZooValueError(f"unknown environment id {env_id!r}{hint}")
-        env = gym.make(env_id, render_mode=render_mode)
+        try:
+            env = gym.make(env_id, render_mode=render_mode)
+        except gym.error.DependencyNotInstalled as err:  # a registered id whose simulator is not installed
+            raise ZooValueError(f"environment {env_id} cannot be made: {str(err).strip().splitlines()[0]}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         name = type(env.action_space).__name__
         env.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import check_arg
+from zoo.errors import check_arg, check_seed
 from zoo.moe.config import MoEConfig
 from zoo.optim import OptimConfig
 
@@ -90,3 +90,6 @@ class StocksConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10, "gradient_clip_val": 3.0})
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)

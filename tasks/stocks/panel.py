@@ -29,6 +29,7 @@ Every loader ends in :func:`validate_prices`, so every :class:`Panel` satisfies 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 import os
@@ -379,12 +380,17 @@ def load_csv(path: PathLike) -> Panel:
 
 def _read_cells(path: Path) -> pd.DataFrame:
     """The file's cells as stripped strings, columns lower-cased, index = the line number of each row."""
+    if path.is_dir():
+        raise ZooValueError(f"{path}: a directory; expected a CSV file")
     if not path.is_file():
         raise ZooValueError(f"{path}: no such file")
+    _check_fields(path)
     try:
         cells = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise ZooValueError(f"{path}: empty file; expected a header line {','.join(COLUMNS)}") from None
+    except pd.errors.ParserError as err:
+        raise ZooValueError(f"{path}: not a valid CSV: {str(err).strip().splitlines()[-1]}") from None
     cells.columns = [str(c).strip().lower() for c in cells.columns]
     missing = [c for c in COLUMNS if c not in cells.columns]
     if missing:
@@ -399,6 +405,24 @@ def _read_cells(path: Path) -> pd.DataFrame:
     if cells.empty:
         raise ZooValueError(f"{path}: no data rows after the header")
     return cells
+
+
+def _check_fields(path: Path) -> None:
+    """Refuse a file that is not UTF-8, or a row with more fields than the header or too few to reach every column
+    of :data:`COLUMNS` (pandas would pad it with empty cells, so its values would land in the wrong columns); a row
+    may leave out trailing columns that are ignored."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next((row for row in reader if row), [])
+            names = [name.strip().lower() for name in header]
+            needed = max((names.index(c) + 1 for c in COLUMNS if c in names), default=0)
+            for row in reader:
+                if row and not needed <= len(row) <= len(header):
+                    raise ZooValueError(f"{path}:{reader.line_num}: {len(row)} fields, but the header has "
+                                        f"{len(header)}")
+    except UnicodeDecodeError as err:
+        raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def _is_missing(cells: pd.Series) -> pd.Series:

@@ -4,6 +4,11 @@ and model info in the weights), predict with a video and a plot, and one-line er
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,7 @@ pytest.importorskip("gymnasium")
 
 import zoo.api  # noqa: E402
 from zoo.cli import main  # noqa: E402
-from zoo.config import resolve_config  # noqa: E402
+from zoo.config import from_dict, read_yaml, resolve_config  # noqa: E402
 from zoo.errors import ZooValueError  # noqa: E402
 from zoo.task import build_from_config  # noqa: E402
 from zoo.tasks.rl import TASK  # noqa: E402
@@ -168,3 +173,41 @@ def test_training_and_evaluation_leave_the_callers_thread_count(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_killed_run_resumes_to_completion_from_its_last_checkpoint(tmp_path):
+    """SIGKILL after the first checkpoint, then ``--resume``: the run continues from the saved step with the saved
+    replay buffer, optimisers, RNG states and log, and completes. The episode in progress at the checkpoint
+    restarts, so the result is not bitwise the uninterrupted run's (README, RL)."""
+    run, steps = tmp_path / "killed", 600
+    args = ["--recipe", RECIPE, "--smoke", "--set", f"train.steps={steps}", "--set", "train.start_steps=200",
+            "--set", "train.eval_every=200", "--set", "train.checkpoint_every=100", "--set", "test_episodes=3"]
+    env = {**os.environ, "ZOO_OFFLINE": "1"}
+    zoo_train = [sys.executable, "-m", "zoo", "train", "rl", "--no-progress", "--threads", "1"]
+    victim = subprocess.Popen([*zoo_train, *args, "--out", str(run)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt, deadline = run / "checkpoints" / "last.ckpt", time.monotonic() + 60
+    while not ckpt.exists():
+        assert victim.poll() is None, victim.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (run / "results.json").exists(), "the run had finished before it was killed"
+
+    cfg = from_dict(TASK.config_cls, read_yaml(run / "config.yaml"))
+    saved = load_loop_state(ckpt, build_from_config(TASK, cfg).module, cfg.env)
+    assert 0 < saved.step < steps and saved.step % 100 == 0 and len(saved.buffer) == saved.step
+
+    resumed = subprocess.run([*zoo_train, "--resume", str(run)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    final = load_loop_state(ckpt, build_from_config(TASK, cfg).module, cfg.env)
+    assert final.step == steps and len(final.buffer) == steps
+    for field in ("obs", "act", "rew", "next_obs", "done"):  # the saved transitions are kept, the rest appended
+        np.testing.assert_array_equal(getattr(final.buffer, field)[: saved.step], getattr(saved.buffer, field)[: saved.step])
+    assert final.log.eval_steps == [200, 400, 600]
+    assert final.log.episode_returns[: len(saved.log.episode_returns)] == saved.log.episode_returns
+    metrics = json.loads((run / "results.json").read_text())["metrics"]
+    assert np.isfinite(metrics["test/return_mean"]) and np.isfinite(metrics["train/auc"])
