@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -213,7 +212,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a task by name; the run dir gets config.yaml, run.json, checkpoints/, metrics.csv, results.json."""
     from zoo import api
     from zoo.config import from_dict, resolve_config
-    from zoo.task import fit_and_test, make_run_dir, write_run_files
+    from zoo.hub import load_checkpoint
+    from zoo.task import fit_and_test, make_run_dir, remove_run_dir, write_run_files
 
     spec = api.load_task(args.task)
     threads = _set_threads(args.threads)
@@ -227,29 +227,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.exists():
             raise ZooValueError(f"--resume {run_dir}: no checkpoints/last.ckpt to resume from")
+        load_checkpoint(ckpt)  # refuse an unreadable or unsafe checkpoint before anything is written into the run
         cfg = from_dict(spec.config_cls, saved)
     else:
         cfg, _ = resolve_config(spec.config_cls, spec.name, args.recipe, args.config, args.set, args.smoke)
         if args.seed is not None:
             cfg.seed = args.seed
         run_dir = make_run_dir(spec.name, args.recipe, cfg.seed, args.out)
-        write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke, "command": args.command_line,
-                                       "threads": threads})
         ckpt = None
     print(f"run dir: {run_dir}", file=sys.stderr)
     try:
+        if ckpt is None:
+            write_run_files(run_dir, cfg, {"recipe": args.recipe, "smoke": args.smoke,
+                                           "command": args.command_line, "threads": threads})
         result = fit_and_test(spec, cfg, run_dir, resume=ckpt, progress=not args.no_progress)
-    except ZooError:
-        if ckpt is None and not (run_dir / "checkpoints").exists():  # a new run that never trained: no debris
-            shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"removed {run_dir}: nothing was trained", file=sys.stderr)
-        raise
     except KeyboardInterrupt:  # Ctrl-C: keep what resumes, remove what cannot (main reports it, exit 130)
         if (run_dir / "checkpoints" / "last.ckpt").exists():
             print(f"resume with: zoo train {spec.name} --resume {run_dir}", file=sys.stderr)
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_run_dir(run_dir, prune_parents=args.out is None)
             print(f"removed {run_dir}: interrupted before its first checkpoint", file=sys.stderr)
+        raise
+    except BaseException:  # a new run that failed before its first checkpoint leaves no debris
+        if ckpt is None and not (run_dir / "checkpoints" / "last.ckpt").exists():
+            remove_run_dir(run_dir, prune_parents=args.out is None)
+            print(f"removed {run_dir}: nothing was trained", file=sys.stderr)
         raise
     rows, note = _metric_rows(spec, result.metrics, args.verbose)
     _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics",

@@ -313,6 +313,9 @@ TRAINER_KEYS = frozenset((
 ))
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # the ones this zoo runs on
+
+
 def trainer_keys() -> set[str]:
     """The keyword arguments ``lightning.Trainer`` accepts: its signature if Lightning is loaded, else
     :data:`TRAINER_KEYS`."""
@@ -334,6 +337,14 @@ def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean 'trainer.{close[0]}'?" if close else ""
             raise ZooValueError(f"unknown config key 'trainer.{key}'{hint}")
+    for key in ("max_epochs", "min_epochs", "max_steps", "min_steps"):
+        value = kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            raise ZooValueError(f"trainer.{key}={value!r} is not allowed; expected an int >= -1 (-1: no limit)")
+    accelerator = kwargs.get("accelerator")
+    if accelerator is not None and accelerator not in ACCELERATORS:
+        raise ZooValueError(f"trainer.accelerator={accelerator!r} is not allowed; expected one of "
+                            f"{', '.join(ACCELERATORS)}")
 
 
 def resolve_config(

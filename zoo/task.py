@@ -255,6 +255,8 @@ def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLik
     """``runs/<task>/<recipe>/<YYYYmmdd-HHMMSS>-s<seed>/`` (or ``out`` verbatim); never reuses a directory."""
     if out is not None:
         run_dir = Path(out)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ZooValueError(f"--out {run_dir}: exists and is not a directory")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ZooValueError(f"--out {run_dir}: directory exists and is not empty")
     else:
@@ -265,8 +267,25 @@ def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLik
         while run_dir.exists():
             n += 1
             run_dir = base / f"{stamp}-s{seed}-{n}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ZooValueError(f"--out {run_dir}: cannot create the run directory ({err.strerror or err})") from None
     return run_dir
+
+
+def remove_run_dir(run_dir: Path, prune_parents: bool) -> None:
+    """Delete a run dir that holds nothing worth keeping; with ``prune_parents`` (a default ``runs/<task>/<recipe>/``
+    location) also the parents it leaves empty, up to and including ``runs/``."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if prune_parents:
+        for parent in list(run_dir.parents)[:3]:  # <recipe>/, <task>/, runs/
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break
 
 
 def write_run_files(run_dir: Path, cfg: Any, extra: dict[str, Any] | None = None) -> None:

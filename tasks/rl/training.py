@@ -36,20 +36,27 @@ from .sac import ReplayBuffer
 
 
 def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState | None, env_id: str) -> None:
-    """Write the replay buffer (SAC), then ``last.ckpt`` (each atomically). ``state`` None: weights and optimisers
+    """Write the replay buffer (SAC, ``replay-<step>.npz``), then ``last.ckpt`` naming it (each atomically). ``state`` None: weights and optimisers
     only (PPO)."""
     payload: dict[str, Any] = {
         "state_dict": module.state_dict(),
         "optimizers": {k: opt.state_dict() for k, opt in module.model.agent.optimizers().items()},
         "env": env_id,
     }
+    replay = None
     if state is not None:
-        state.buffer.save(ckpt_dir / "replay.npz")
-        payload["loop"] = {"step": state.step, "rng": state.rng.bit_generator.state,
+        # The buffer goes to a file named for its step and last.ckpt names it: a kill between the two writes leaves
+        # the previous checkpoint with its own buffer, never a buffer ahead of its weights.
+        replay = f"replay-{state.step}.npz"
+        state.buffer.save(ckpt_dir / replay)
+        payload["loop"] = {"step": state.step, "rng": state.rng.bit_generator.state, "replay": replay,
                            "torch_rng": torch.get_rng_state(), "log": asdict(state.log)}
     out = io.BytesIO()
     torch.save(payload, out)
     atomic_write_bytes(ckpt_dir / "last.ckpt", out.getvalue())
+    for old in ckpt_dir.glob("replay*.npz"):  # buffers no checkpoint names any more
+        if old.name != replay:
+            old.unlink(missing_ok=True)
 
 
 def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState:
@@ -70,7 +77,7 @@ def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState
     rng = np.random.default_rng()
     rng.bit_generator.state = loop["rng"]
     torch.set_rng_state(loop["torch_rng"])
-    buffer = ReplayBuffer.load(ckpt_path.parent / "replay.npz")
+    buffer = ReplayBuffer.load(ckpt_path.parent / loop.get("replay", "replay.npz"))
     return LoopState(buffer, rng, TrainLog(**loop["log"]), loop["step"])
 
 

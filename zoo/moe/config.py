@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.errors import check_arg
+
 
 @dataclass
 class MoEConfig:
@@ -32,3 +34,15 @@ class MoEConfig:
     num_null: int = 0
     zero_renormalize: bool = True
     backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        num_special = self.num_zero + self.num_copy + self.num_constant + self.num_null
+        check_arg(self.num_experts >= 1, "moe.num_experts", self.num_experts, "a positive int")
+        for name in ("num_shared", "num_zero", "num_copy", "num_constant", "num_null"):
+            check_arg(getattr(self, name) >= 0, f"moe.{name}", getattr(self, name), "an int >= 0")
+        routable = self.num_experts + num_special
+        check_arg(1 <= self.k <= routable, "moe.k", self.k, f"an int in [1, {routable}] (the routable experts)")
+        check_arg(self.d_hidden >= 1, "moe.d_hidden", self.d_hidden, "a positive int")
+        for name in ("balance_coef", "z_coef"):
+            value = getattr(self, name)
+            check_arg(value is None or value >= 0, f"moe.{name}", value, "None or a float >= 0")

@@ -30,7 +30,8 @@ def board(tmp_path, monkeypatch):
         path = tmp_path / "results" / "b" / row / f"full-s{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         metrics = {"test/return_mean": values[-1], **{f"curve/{s}": v for s, v in zip((100, 200), values)}}
-        path.write_text(json.dumps({"board": "b", "tier": "full", "row": row, "seed": seed, "metrics": metrics}))
+        path.write_text(json.dumps({"board": "b", "tier": "full", "row": row, "seed": seed, "metrics": metrics,
+                                       "params_total": 1, "params_active": 1, "wall_seconds": 1.0}))
     return tmp_path
 
 
