@@ -3,7 +3,7 @@ progress bar; plus the golden trace of a recipe.
 
 SAC runs the off-policy loop (``loop.train_off_policy``), PPO the on-policy one over vectorised environments
 (``ppo.train_on_policy``). A SAC run dir gets ``checkpoints/last.ckpt`` (the module's state dict, the optimisers, the loop's step, RNG states and
-log; ``torch.load(weights_only=True)``-safe) and ``checkpoints/replay.npz`` (the replay buffer) every
+log; ``torch.load(weights_only=True)``-safe) and ``checkpoints/replay-<step>.npz`` (the replay buffer, named by ``last.ckpt``) every
 ``train.checkpoint_every`` steps and at the end, ``curve.csv`` (evaluation returns over steps) and
 ``learning_curve.png``. ``zoo train rl --resume RUN`` restores all of it and continues from the saved step; only the
 episode that was in progress when the checkpoint was written is restarted. A PPO run writes ``last.ckpt`` (weights,
