@@ -220,12 +220,25 @@ def _read_cells(path: Path) -> tuple[list[str], pd.DataFrame]:
     except UnicodeDecodeError:
         raise ZooValueError(f"{path}: not UTF-8 text") from None
     header = [str(c).strip() for c in table.iloc[0]]
+    _refuse_short_rows(path, len(header))
     cells = table.iloc[1:].reset_index(drop=True)
     if cells.shape[1] > 1:  # blank lines; in a one-column file they are empty cells, i.e. missing values
         cells = cells[~(cells.apply(lambda col: col.str.strip()) == "").all(axis=1)]
     if cells.empty:
         raise ZooValueError(f"{path}: only a header ({','.join(header)}), no data rows")
     return header, cells
+
+
+def _refuse_short_rows(path: Path, width: int) -> None:
+    """A row with fewer fields than the header would read as missing values in its last columns: refuse it (an
+    empty cell, ``a,,b``, is how a missing value is written). Blank lines are skipped."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if row and len(row) < width:
+                raise ZooValueError(f"{path}:{line}: {len(row)} fields, but the header has {width}; write a missing "
+                                    "value as an empty cell")
 
 
 def _role(name: str) -> str | None:
