@@ -55,3 +55,18 @@ def _seed_and_precision():
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
+
+
+@pytest.fixture
+def assert_same_info():
+    """``assert_same_info(got, want)``: two model infos hold the same keys and values, tensors with equal dtype."""
+
+    def check(got: dict, want: dict) -> None:
+        assert set(got) == set(want)
+        for key, value in want.items():
+            if isinstance(value, torch.Tensor):
+                assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+            else:
+                assert got[key] == value, key
+
+    return check

@@ -32,7 +32,25 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
 
 
-class _Mirror:
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 (a free port) running ``handler``; ``close`` stops it."""
+
+    def _serve(self, handler) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class _Mirror(_Loopback):
     """A loopback HTTP server serving ``root``; ``requests`` lists the paths asked for."""
 
     def __init__(self, root: Path):
@@ -48,21 +66,10 @@ class _Mirror:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        self._serve(functools.partial(Handler, directory=root))
 
 
-class _Scripted:
+class _Scripted(_Loopback):
     """A loopback HTTP server whose every GET runs ``respond(handler, release)``: it writes the status, headers
     and body itself (truncated, stalled, trickled). ``release`` is set on close so that stalled handlers end."""
 
@@ -80,19 +87,11 @@ class _Scripted:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self._serve(Handler)
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().close()
 
 
 @pytest.fixture

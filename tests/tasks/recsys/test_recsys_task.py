@@ -253,15 +253,15 @@ def test_a_model_rebuilt_from_its_info_predicts_the_same(trained, loaded):
     assert TASK.predict(loaded, None, user="12", top=20, rank_by="love") == expected
 
 
-def test_model_info_round_trips(trained, tmp_path):
+def test_model_info_round_trips(trained, tmp_path, assert_same_info):
     info = modelinfo.load_run(trained[2] / "run")
     plain, tensors = modelinfo.split(info)
     assert set(tensors) == {f"model_info.{k}" for k in ("user_features", "item_features", "item_dense", "history",
                                                         "seen_indptr", "seen_items")}
     assert plain["inputs"]["item_vocab"] == len(plain["item_tokens"]) + 1 and plain["regression"] is False
-    _assert_same_info(modelinfo.join(plain, tensors), info)
+    assert_same_info(modelinfo.join(plain, tensors), info)
     modelinfo.save_run(tmp_path, info)
-    _assert_same_info(modelinfo.load_run(tmp_path), info)
+    assert_same_info(modelinfo.load_run(tmp_path), info)
 
 
 def test_regression_info_has_no_arrays_and_rebuilds(tmp_path):
@@ -276,15 +276,6 @@ def test_regression_info_has_no_arrays_and_rebuilds(tmp_path):
     built.module.model.eval()
     rebuilt.module.model.eval()
     torch.testing.assert_close(rebuilt.module.model(batch).pred, built.module.model(batch).pred)
-
-
-def _assert_same_info(got: dict, want: dict) -> None:
-    assert set(got) == set(want)
-    for key, value in want.items():
-        if isinstance(value, torch.Tensor):
-            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
-        else:
-            assert got[key] == value, key
 
 
 def test_predict_plot_is_a_png_of_the_listed_items(loaded, tmp_path):

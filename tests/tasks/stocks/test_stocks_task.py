@@ -132,24 +132,15 @@ def test_model_info_holds_what_the_network_and_predict_need(trained, dm):
     assert TASK.headline_metrics and all(k.startswith("test/") for k in TASK.headline_metrics)
 
 
-def test_model_info_round_trips_through_split_join_and_run_dirs(trained, tmp_path):
+def test_model_info_round_trips_through_split_join_and_run_dirs(trained, tmp_path, assert_same_info):
     _, _, root, _, info = trained
     plain, tensors = modelinfo.split(info)
     assert set(tensors) == {"model_info.scaler_median", "model_info.scaler_scale"}
     assert plain["feature_names"] == info["feature_names"]
-    _assert_same_info(modelinfo.join(plain, tensors), info)
+    assert_same_info(modelinfo.join(plain, tensors), info)
     modelinfo.save_run(tmp_path, info)
-    _assert_same_info(modelinfo.load_run(tmp_path), info)
-    _assert_same_info(modelinfo.load_run(root / "run"), info)  # what fit_and_test wrote for the run
-
-
-def _assert_same_info(got, want):
-    assert set(got) == set(want)
-    for key, value in want.items():
-        if isinstance(value, torch.Tensor):
-            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
-        else:
-            assert got[key] == value, key
+    assert_same_info(modelinfo.load_run(tmp_path), info)
+    assert_same_info(modelinfo.load_run(root / "run"), info)  # what fit_and_test wrote for the run
 
 
 def test_model_rebuilt_from_info_alone_predicts_identically(trained, prices_csv, monkeypatch):
