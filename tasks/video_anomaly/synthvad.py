@@ -3,7 +3,9 @@ class experts, a gate and temporal pseudo-labels can be tested offline in the la
 
 Model, for video i of a split (snippets t = 0..T-1, T uniform in ``t_range``, features in R^D):
 
-- normal content: ``x_t = m + B z_t + 0.3 eta_t`` with a scene mean ``m ~ N(0, I)``, a random orthonormal
+- normal content: ``x_t = m + B z_t + 0.3 eta_t`` with a scene mean ``m`` drawn from :data:`SCENES` scenes
+  ``~ N(0, I)`` that normal and abnormal videos of every split share (cameras that film both, as in real
+  benchmarks, so a video's label cannot be read from its scene), a random orthonormal
   ``D x 8`` basis ``B`` (a per-video low-dimensional subspace) and an AR(1) latent ``z_t = 0.95 z_{t-1} +
   sqrt(1 - 0.95^2) eps_t`` with unit stationary variance;
 - benign bursts: :data:`BENIGN_SHARE` of all videos, normal or not, get 1-3 short bursts along random directions
@@ -11,8 +13,10 @@ Model, for video i of a split (snippets t = 0..T-1, T uniform in ``t_range``, fe
 - anomalies: odd-indexed videos are anomalous (half of a split), their class cycling through :data:`CLASSES`.
   Each holds 1-3 events whose total length is a class-dependent share of T, and inside an event
   ``x_t += a_c p_c(t) u_c`` with the class's fixed unit direction ``u_c`` (shared by all videos and splits of a
-  seed), amplitude ``a_c`` and profile ``p_c``. Two classes are weak (a_c = half the noise sd), two medium and two
-  strong; ``SceneShift``'s direction leans towards the video's scene mean, so it looks different in every scene;
+  seed), amplitude ``a_c`` and profile ``p_c``. Two classes are strong (a_c = 3, about the spread of a normal
+  snippet around its scene, which benign bursts match), two medium (1.8) and two weak (0.9, about two sds of a
+  video's normal snippets along ``u_c`` but a quarter of their spread, so only the direction gives them away);
+  ``SceneShift``'s direction leans towards the video's scene mean, so it looks different in every scene;
 - crops: every crop is the snippet plus independent noise of sd :data:`CROP_NOISE` (ten-crop features are
   augmentations of one snippet).
 
@@ -33,9 +37,9 @@ from zoo.errors import check_arg
 from .features import FRAMES_PER_SNIPPET, NORMAL, VADSplit, Video
 
 SPLITS = ("train", "test")
-LATENT_RANK, AR_COEF, NOISE_SD, SCENE_SD = 8, 0.95, 0.3, 1.0
+LATENT_RANK, AR_COEF, NOISE_SD, SCENE_SD, SCENES = 8, 0.95, 0.3, 1.0, 16
 CROP_NOISE = 0.05
-BENIGN_SHARE, BENIGN_AMPLITUDE, BENIGN_LENGTH = 0.3, 1.8, (1, 4)
+BENIGN_SHARE, BENIGN_AMPLITUDE, BENIGN_LENGTH = 0.3, 3.0, (1, 4)
 _DIRECTIONS_STREAM = 2  # after the split ids, so the class directions never share a seed with a video
 
 
@@ -49,12 +53,12 @@ class AnomalyClass(NamedTuple):
 
 
 CLASSES = (
-    AnomalyClass("Spike", 1.8, "flat", (0.02, 0.05)),  # strong, 1-3 short events
-    AnomalyClass("Plateau", 0.5 * NOISE_SD, "flat", (0.2, 0.4)),  # weak and long
-    AnomalyClass("Ramp", 0.9, "ramp", (0.1, 0.4)),  # slow drift, 0 -> a_c over the event
-    AnomalyClass("Bursts", 1.8, "periodic", (0.1, 0.3)),  # 1, 0.6, 0.2, 0.6, 1, ... times a_c
-    AnomalyClass("TwoPhase", 0.9, "two_phase", (0.1, 0.4)),  # +a_c, then -a_c
-    AnomalyClass("SceneShift", 0.5 * NOISE_SD, "flat", (0.05, 0.4)),  # weak, scene-dependent direction
+    AnomalyClass("Spike", 3.0, "flat", (0.02, 0.05)),  # strong, 1-3 short events
+    AnomalyClass("Plateau", 0.9, "flat", (0.2, 0.4)),  # weak and long
+    AnomalyClass("Ramp", 1.8, "ramp", (0.1, 0.4)),  # slow drift, 0 -> a_c over the event
+    AnomalyClass("Bursts", 3.0, "periodic", (0.1, 0.3)),  # 1, 0.6, 0.2, 0.6, 1, ... times a_c
+    AnomalyClass("TwoPhase", 1.8, "two_phase", (0.1, 0.4)),  # +a_c, then -a_c
+    AnomalyClass("SceneShift", 0.9, "flat", (0.05, 0.4)),  # weak, scene-dependent direction
 )
 
 
@@ -70,6 +74,7 @@ class SynthVAD:
     crops: int = 1
     dim: int = 64
     directions: np.ndarray = field(init=False, repr=False, compare=False)
+    scenes: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_arg(self.n_train >= 0 and self.n_test >= 0, "n_train/n_test", (self.n_train, self.n_test),
@@ -80,6 +85,7 @@ class SynthVAD:
         check_arg(self.dim >= LATENT_RANK, "dim", self.dim, f"at least {LATENT_RANK}")
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _DIRECTIONS_STREAM]))
         object.__setattr__(self, "directions", _unit(rng.standard_normal((len(CLASSES), self.dim))))
+        object.__setattr__(self, "scenes", rng.normal(0.0, SCENE_SD, (SCENES, self.dim)))
 
     def split(self, split: str) -> VADSplit:
         """All videos of ``"train"`` or ``"test"``."""
@@ -93,7 +99,7 @@ class SynthVAD:
         check_arg(index >= 0, "index", index, "a non-negative index")
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, SPLITS.index(split), index]))
         steps = int(rng.integers(self.t_range[0], self.t_range[1] + 1))
-        scene = rng.normal(0.0, SCENE_SD, self.dim)
+        scene = self.scenes[rng.integers(SCENES)]
         x = scene + _ar_content(steps, self.dim, rng) + rng.normal(0.0, NOISE_SD, (steps, self.dim))
         if rng.random() < BENIGN_SHARE:
             x += _benign_bursts(steps, self.dim, rng)
