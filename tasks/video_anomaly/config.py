@@ -33,6 +33,9 @@ class DataConfig:
     ``segments``: training videos are resampled to this many segments (RTFM's 32; UR-DMU uses 200), by averaging
     the snippets that fall in each. ``batch_size``: videos per class side of a step, B normal + B abnormal.
     ``cache_dir``: where extracted clip features are kept (keyed by file hash and backbone); None: the user cache.
+    ``standardize``: scale every feature to zero mean and unit variance over the training snippets (the statistics
+    travel in the model info, so ``predict`` applies the same scaling); the clips source needs it, since the
+    motion half of its features is about 20 times smaller than the appearance half.
     """
 
     source: str = "synthvad"
@@ -45,6 +48,7 @@ class DataConfig:
     segments: int = 32
     batch_size: int = 16
     cache_dir: str | None = None
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         check_arg(self.source in SOURCES, "data.source", self.source, SOURCES)
@@ -70,7 +74,8 @@ class ModelConfig:
     ``num_clusters`` of them). ``fusion``: ``mean`` of the expert scores or the learned ``gate``. ``tgs``: add the
     temporal Gaussian splatting pseudo-label loss after ``mil_only_epochs`` epochs of MIL alone. ``memory_slots``:
     slots of each of UR-DMU-lite's two memories (normal and abnormal), which every row but ``sultani`` and
-    ``rtfm`` builds on.
+    ``rtfm`` builds on. ``center``: every network first subtracts each video's mean snippet from its snippets (a
+    label-free input op; normal and abnormal videos share scenes).
     """
 
     arch: str = "gsmoe"
@@ -87,6 +92,7 @@ class ModelConfig:
     smooth: float = 8e-4
     sparse: float = 8e-3
     memory_slots: int = 16
+    center: bool = True
 
     def __post_init__(self) -> None:
         check_arg(self.arch in ARCHS, "model.arch", self.arch, ARCHS)
@@ -99,6 +105,7 @@ class ModelConfig:
         check_arg(0 <= self.dropout < 1, "model.dropout", self.dropout, "a float in [0, 1)")
         check_arg(isinstance(self.mil_only_epochs, int) and self.mil_only_epochs >= 0, "model.mil_only_epochs",
                   self.mil_only_epochs, "an int >= 0")
+        check_arg(isinstance(self.center, bool), "model.center", self.center, "true or false")
         for name in ("smooth", "sparse", "tgs_threshold"):
             check_arg(getattr(self, name) >= 0, f"model.{name}", getattr(self, name), "a float >= 0")
 

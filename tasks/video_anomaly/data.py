@@ -92,6 +92,20 @@ def kmeans_experts(videos: Sequence[Video], clusters: int, seed: int) -> np.ndar
     return out
 
 
+def feature_scale(videos: Sequence[Video]) -> dict[str, np.ndarray]:
+    """Per-feature mean and standard deviation (at least 1e-6) over every snippet and crop of ``videos``."""
+    x = np.concatenate([v.features.reshape(-1, v.features.shape[-1]) for v in videos]).astype(np.float64)
+    return {"feature_mean": x.mean(0).astype(np.float32), "feature_std": np.maximum(x.std(0), 1e-6).astype(np.float32)}
+
+
+def standardize(features: np.ndarray, scale: dict[str, Any]) -> np.ndarray:
+    """``features`` scaled by :func:`feature_scale`'s statistics (numpy arrays or tensors); unchanged without them."""
+    if "feature_mean" not in scale:
+        return features
+    mean, std = (np.asarray(scale[k], dtype=np.float32) for k in ("feature_mean", "feature_std"))
+    return ((features - mean) / std).astype(np.float32)
+
+
 class BalancedBatches(torch.utils.data.Sampler):
     """Per step, ``batch_size`` normal and ``batch_size`` abnormal video indices with one crop index each."""
 
@@ -164,6 +178,7 @@ class VADDataModule(L.LightningDataModule):
         self.feature_info: dict[str, Any] = {}
         self.expert_names: list[str] = []
         self.experts: np.ndarray | None = None
+        self.scale: dict[str, np.ndarray] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
@@ -171,6 +186,10 @@ class VADDataModule(L.LightningDataModule):
         self.train, self.test, self.feature_info = load_splits(self.cfg.data)
         if self.test.dim != self.train.dim:
             raise ZooValueError(f"training features have D={self.train.dim}, test features D={self.test.dim}")
+        if self.cfg.data.standardize:
+            self.scale = feature_scale(self.train.videos)
+            for video in (*self.train.videos, *self.test.videos):
+                video.features = standardize(video.features, self.scale)
         model = self.cfg.model
         if model.experts == "kmeans" and model.arch in EXPERT_ARCHS:
             self.experts = kmeans_experts(self.train.videos, model.num_clusters, self.cfg.data.seed)
@@ -195,7 +214,8 @@ def build_datamodule(cfg: VideoAnomalyConfig) -> VADDataModule:
 
 def model_info(cfg: VideoAnomalyConfig, dm: VADDataModule) -> dict[str, Any]:
     """What the network and ``predict`` need without the data: feature size, crops, the experts' names (classes
-    or clusters) and, for real video, the snippet encoder the features came from."""
+    or clusters), the feature scaling (``data.standardize``) and, for real video, the snippet encoder the
+    features came from."""
     assert dm.train is not None
     return {"dim": dm.train.dim, "crops": dm.train.crops, "experts": list(dm.expert_names),
-            "classes": list(dm.train.classes), **dm.feature_info}
+            "classes": list(dm.train.classes), **dm.feature_info, **dm.scale}

@@ -22,6 +22,7 @@ import numpy as np
 from zoo.errors import ZooValueError
 from zoo.io import atomic_write_bytes
 
+from .data import standardize
 from .evaluation import score_videos
 from .features import FRAMES_PER_SNIPPET, NORMAL, Video
 
@@ -60,6 +61,7 @@ def predict(loaded: Any, input_path: str | Path, *, out: str | Path | None = Non
     else:
         features, file_fps = video_features(path, loaded.info)
     rate = fps or file_fps or DEFAULT_FPS
+    features = standardize(features, loaded.info)
     (scores,) = score_videos(loaded.module.model, [Video(path.stem, features, NORMAL)])
     frame_scores = np.repeat(scores, FRAMES_PER_SNIPPET)
     rows = [{"frame": f, "time_s": round(f / rate, 4), "score": round(float(s), 6)} for f, s in enumerate(frame_scores)]
@@ -102,7 +104,7 @@ def video_features(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, flo
                             "video; give a .npy feature file, or weights trained on video (data.source=clips)")
     from .video import SnippetEncoder, extract_features, probe_fps
 
-    encoder = SnippetEncoder.from_spec(spec)
+    encoder = SnippetEncoder.from_spec(dict(spec))
     features = extract_features(path, encoder, crops=int(info.get("crops", 1)))
     return features, probe_fps(path)
 
