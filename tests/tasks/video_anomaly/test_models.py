@@ -17,7 +17,6 @@ from zoo.tasks.video_anomaly.batch import VADBatch
 from zoo.tasks.video_anomaly.config import ARCHS, ModelConfig
 from zoo.tasks.video_anomaly.losses import objective
 from zoo.tasks.video_anomaly.models import (
-    GATE_CORRECTION,
     VADOutput,
     build_network,
     center_videos,
@@ -235,21 +234,20 @@ def test_uses_gate_and_build_errors():
 
 
 def test_the_gate_mixes_the_expert_scores():
-    """``(1 − α) (1 − Π (1 − g_e S_e)) + α r`` with g, r in (0, 1): all experts at s bound the output to
-    ``[0, (1 − α) (1 − (1 − s)^E) + α]``, so masking every expert leaves at most α; at the zero-initialised last
-    layer (g = r = 1/2) it is exactly ``(1 − α) (1 − (1 − s/2)^E) + α/2``."""
+    """``1 − Π (1 − g_e S_e)`` with g in (0, 1): all experts at s bound the output to ``[0, 1 − (1 − s)^E]``, so
+    masking every expert leaves 0; at the zero-initialised last layer (g = 1/2) it is exactly
+    ``1 − (1 − s/2)^E``."""
     net = _net(_model("gsmoe")).eval()
     batch = _batch(*BATCHES["odd_and_k_above_1"])
-    a = GATE_CORRECTION
     with torch.no_grad():
         h = net(batch.x, batch.mask).extras["embedding"]
         for s in (0.0, 0.3, 0.95):
             got = net.gate(torch.full((*batch.mask.shape, E), s), h, batch.mask)[batch.mask]
-            torch.testing.assert_close(got, torch.full_like(got, (1 - a) * (1 - (1 - s / 2) ** E) + a / 2))
+            torch.testing.assert_close(got, torch.full_like(got, 1 - (1 - s / 2) ** E))
         torch.nn.init.normal_(net.gate.head[-1].weight)
         for s in (0.0, 0.3, 0.95):
             got = net.gate(torch.full((*batch.mask.shape, E), s), h, batch.mask)[batch.mask]
-            assert bool((got >= 0).all()) and bool((got <= (1 - a) * (1 - (1 - s) ** E) + a + 1e-6).all())
+            assert bool((got >= 0).all()) and bool((got <= 1 - (1 - s) ** E + 1e-6).all())
         strong = torch.full((*batch.mask.shape, E), 0.05)
         strong[..., 1] = 0.95
         full = net.gate(strong, h, batch.mask)[batch.mask]
@@ -283,6 +281,8 @@ def test_centring_removes_a_per_video_offset(arch):
 
 
 def test_center_videos_by_hand():
-    x = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [9.0, 9.0]]])
-    mask = torch.tensor([[True, True, False]])
-    torch.testing.assert_close(center_videos(x, mask), torch.tensor([[[-1.0, -2.0], [1.0, 2.0], [0.0, 0.0]]]))
+    x = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [9.0, 0.0], [7.0, 7.0]], [[4.0, 4.0], [5.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    want = torch.tensor([[[-2.0, 0.0], [0.0, 4.0], [6.0, -2.0], [0.0, 0.0]],  # medians (3, 2)
+                         [[0.0, 3.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # lower medians of two: (4, 1)
+    torch.testing.assert_close(center_videos(x, mask), want)

