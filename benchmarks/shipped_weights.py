@@ -87,6 +87,27 @@ def _recsys_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any
     return (None,), {"user": info["user_tokens"][0], "top": 5}
 
 
+def _video_anomaly_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """A 3-snippet video for weights trained on video, else a ``.npy`` of snippet features."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if not info.get("encoder"):
+        path = tmp / "features.npy"
+        np.save(path, rng.normal(size=(20, 1, int(info["dim"]))).astype(np.float32))
+        return (str(path),), {}
+    import av
+
+    path = tmp / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for frame in rng.integers(0, 255, (48, 96, 128, 3), dtype=np.uint8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return (str(path),), {}
+
+
 def run(hide: bool = True) -> list[dict[str, Any]]:
     from zoo import api
 
@@ -104,10 +125,21 @@ def run(hide: bool = True) -> list[dict[str, Any]]:
             loaded = api.load_weights(entry.id)
             loaded_s = time.perf_counter() - start
             task = loaded.task.name
-            args, options = (_recsys_input(Path(tmp), loaded.info) if task == "recsys"
-                             else inputs[task](Path(tmp)))
+            if task in ("recsys", "video_anomaly"):
+                args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input}[task](
+                    Path(tmp), loaded.info)
+            else:
+                args, options = inputs[task](Path(tmp))
+            home = os.environ.get("ZOO_HOME")
+            os.environ["ZOO_HOME"] = str(Path(tmp) / "zoo_home")  # caches a predict may fill (video features)
             start = time.perf_counter()
-            rows = loaded.task.predict(loaded, *args, out=str(Path(tmp) / "out.csv"), **options)
+            try:
+                rows = loaded.task.predict(loaded, *args, out=str(Path(tmp) / "out.csv"), **options)
+            finally:
+                if home is None:
+                    os.environ.pop("ZOO_HOME")
+                else:
+                    os.environ["ZOO_HOME"] = home
             predict_s = time.perf_counter() - start
             results.append({"id": entry.id, "load_s": round(loaded_s, 3), "predict_s": round(predict_s, 3),
                             "rows": len(rows), "datamodule": loaded.datamodule is not None})

@@ -3,8 +3,10 @@
 INPUT is either a ``.npy`` feature file in the layout of the weights' training data (``[T, crops, D]`` or
 ``[T, D]``, 16 frames per snippet) or a video file. A video is decoded and embedded by the snippet encoder the
 weights were trained with, which travels in their model info (weights trained on precomputed features cannot read
-pixels: the one-line error says so). Every frame takes its snippet's score (crops averaged); the last
-``frames mod 16`` frames of a video form no full snippet and are not scored, as in the I3D feature releases.
+pixels: the one-line error says so). A video's features are cached under ``$ZOO_HOME/video_anomaly/features``
+(keyed by the file's sha256 and the encoder), so scoring it again decodes nothing. Every frame takes its
+snippet's score (crops averaged); the last ``frames mod 16`` frames of a video form no full snippet and are not
+scored, as in the I3D feature releases.
 
 Output rows and the ``--out`` CSV: ``frame,time_s,score``. ``--plot`` draws the score over time with the frames
 at or above ``--threshold`` shaded. Files are written only after everything was computed.

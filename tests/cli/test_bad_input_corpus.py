@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -44,6 +45,7 @@ FORECAST_FILE = "moe_e8k2.m3-monthly-9ef9f0b0"
 STOCKS_WEIGHTS = "stocks/miga_g4e4.style-panel"
 RECSYS_WEIGHTS = "recsys/home.ml100k"
 RL_WEIGHTS = "rl/pmoe-sac_k4.hopper-v5"
+VAD_WEIGHTS = "video_anomaly/gsmoe.synthvad"
 RECIPE = "moe_e8k2_m3-monthly"
 TRAIN = ("train", "forecasting", "--recipe", RECIPE, "--smoke", "--no-progress")
 # What `zoo train` may print before its error: the run dir it made, and that it removed it again.
@@ -126,12 +128,24 @@ INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "stocks_short_row.csv": lambda: _stocks(_short_row),
     "stocks.csv": _stocks,
     "items_header_only.txt": "item_id\n",
+    "features_d32.npy": lambda: _npy(np.zeros((4, 1, 32), np.float32)),
+    "features_nan.npy": lambda: _npy(np.full((4, 64), np.nan, np.float32)),
+    "features_object.npy": lambda: _npy(np.array([1, None], dtype=object)),  # needs pickle to load
+    "features.npy": lambda: _npy(np.zeros((4, 64), np.float32)),
     "items_unknown.txt": "1\n2\n99999\n",
     "malformed.yaml": "data: [1, 2\n",
     "list.yaml": "- data\n- model\n",
     "afile.txt": "not a directory\n",
     "full_dir/kept.txt": "someone's file\n",
 }
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=array.dtype == object)  # written only: the zoo never unpickles input
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +307,7 @@ PW = ("--weights", FORECAST_WEIGHTS)
 S = ("predict", "stocks", "--weights", STOCKS_WEIGHTS)
 R = ("predict", "recsys", "--weights", RECSYS_WEIGHTS, "--user", "1")
 RL = ("predict", "rl", "--weights", RL_WEIGHTS)
+V = ("predict", "video_anomaly", "--weights", VAD_WEIGHTS)
 SHOW = ("config", "show", "forecasting", "--recipe", RECIPE)
 
 CASES: list[Case] = [
@@ -392,6 +407,21 @@ CASES: list[Case] = [
     Case("recsys-items-directory", (*R, "{in}"), 2, "a directory; expected a list of item ids"),
     Case("recsys-items-missing", (*R, "{in}/nope.txt"), 2, "nope.txt: no such file"),
     Case("recsys-items-unknown", (*R, "{in}/items_unknown.txt"), 2, "unknown item id '99999'"),
+    # video_anomaly INPUT (a .npy of snippet features or a video file) and options
+    Case("vad-missing-npy", (*V, "{in}/nope.npy"), 2, "nope.npy: no such file"),
+    Case("vad-binary-npy", (*V, "{in}/binary.bin"), 2, "trained on precomputed 64-dim features, not on video"),
+    Case("vad-empty-npy", (*V, "{in}/empty.csv"), 2, "trained on precomputed 64-dim features"),
+    Case("vad-object-npy", (*V, "{in}/features_object.npy"), 2, "not a readable .npy array"),
+    Case("vad-wrong-dim", (*V, "{in}/features_d32.npy"), 2, "features have D=32, the weights expect D=64"),
+    Case("vad-nan", (*V, "{in}/features_nan.npy"), 2, "features must be finite numbers"),
+    Case("vad-threshold", (*V, "{in}/features.npy", "--threshold", "1.5"), 2, "--threshold=1.5 is not allowed"),
+    Case("vad-fps", (*V, "{in}/features.npy", "--fps", "0"), 2, "--fps=0.0 is not allowed"),
+    Case("vad-plot-jpg", (*V, "{in}/features.npy", "--plot", "{given}/p.jpg"), 2, "ending in .png"),
+    Case("vad-features-no-lists", ("train", "video_anomaly", "--recipe", "gsmoe_synthvad", "--set",
+                                   "data.source=features"), 2, "two list files for data.source=features"),
+    Case("vad-missing-list", ("train", "video_anomaly", "--recipe", "gsmoe_synthvad", "--set", "data.source=features",
+                              "--set", "data.train_list={in}/nope.list", "--set", "data.test_list={in}/nope.list"),
+         2, "nope.list: no such file"),
     # rl INPUT (an environment id)
     Case("rl-unknown-env", (*RL, "NoSuchEnv-v0"), 2, "unknown environment id 'NoSuchEnv-v0'", marks=(needs_rl,)),
     Case("rl-env-typo", (*RL, "Hopper-v9"), 2, "did you mean Hopper-v5", marks=(needs_rl,)),
