@@ -62,17 +62,15 @@ def masking_metrics(network: torch.nn.Module, scores: Sequence[np.ndarray], vide
                     experts: Sequence[str]) -> dict[str, float]:
     """For each class expert c: AUC_c with c masked, ΔAUC_c, and the other classes' mean ΔAUC."""
     labels, classes = [v.frame_labels for v in videos], [v.cls for v in videos]
-    present = set(M.class_auc(scores, labels, classes))
+    full_auc = M.class_auc(scores, labels, classes)
     out: dict[str, float] = {}
     own, others = [], []
     for e, name in enumerate(experts):
-        if name not in present:
+        if name not in full_auc:
             continue
         keep = torch.ones(len(experts), dtype=torch.bool)
         keep[e] = False
-        masked = score_videos(network, videos, keep)
-        masked_auc = M.class_auc(masked, labels, classes)
-        full_auc = M.class_auc(scores, labels, classes)
+        masked_auc = M.class_auc(score_videos(network, videos, keep), labels, classes)
         out[f"test/masked_auc/{name}"] = masked_auc[name]
         out[f"test/delta_auc/{name}"] = masked_auc[name] - full_auc[name]
         own.append(out[f"test/delta_auc/{name}"])
