@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cli_times import cpu_flags  # benchmarks/ is on sys.path when a script here runs
 
 from zoo.carriers import carrier_file
 from zoo.tasks.video_anomaly import video as video_module
@@ -58,17 +59,6 @@ from zoo.tasks.video_anomaly.video import DEFAULT_BACKBONE, SnippetEncoder, extr
 
 DEFAULT_BACKBONES = ("resnet18", "resnet10t", "regnetx_002")
 SMOKE, FULL, QUICK = (48, 24), (240, 120), (8, 4)
-
-
-def cpu_flags() -> str:
-    """The SIMD flags that matter for CPU inference, from /proc/cpuinfo (empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    match = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
-    flags = set(match.group(1).split()) if match else set()
-    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4"))))
 
 
 def load() -> float:

@@ -70,3 +70,28 @@ def assert_same_info():
                 assert got[key] == value, key
 
     return check
+
+
+@pytest.fixture
+def overlapping_texts():
+    """``overlapping_texts(fig)``: pairs of drawn, non-empty texts of a figure whose boxes overlap (tick labels
+    outside an axis's view interval exist but are not drawn), for tests that a plot stays readable."""
+    from itertools import combinations
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    def find(fig) -> list[tuple[str, str]]:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        undrawn = set()
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                lo, hi = sorted(axis.get_view_interval())
+                undrawn |= {id(t) for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels()) if not lo <= loc <= hi}
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+        return [(a, b) for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)]
+
+    return find

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import math
-from itertools import combinations
 
 import numpy as np
 import pytest
@@ -241,31 +240,12 @@ def test_confusion_matches_sklearn():
     np.testing.assert_allclose(missing[[0, 2]], got[[0, 2]])
 
 
-def _overlapping_texts(fig):
-    """Pairs of drawn, non-empty texts of a figure whose boxes overlap (tick labels outside an axis's view
-    interval exist but are not drawn)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.text import Text
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    undrawn = set()
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            lo, hi = sorted(axis.get_view_interval())
-            undrawn |= {id(t) for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels()) if not lo <= loc <= hi}
-    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
-    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
-    return [(a, b) for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)]
-
-
 @pytest.mark.parametrize(("names", "experts", "annotated"), [
     (["coco", "voc", "kitti"], 4, 12),
     (["coco", "objects365", "openimages", "lvis", "mapillary_vistas", "kitti", "watercolor", "clipart",
       "comic", "dota_aerial", "deeplesion"], 32, 0),
 ])
-def test_confusion_figure_is_readable(names, experts, annotated):
+def test_confusion_figure_is_readable(names, experts, annotated, overlapping_texts):
     from matplotlib.figure import Figure
 
     rng = np.random.default_rng(0)
@@ -277,6 +257,6 @@ def test_confusion_figure_is_readable(names, experts, annotated):
     assert [t.get_text() for t in heatmap.get_yticklabels()] == names
     cells = [t for t in heatmap.texts if t.get_text().endswith("%")]
     assert len(cells) == max(annotated - experts, 0)  # the NaN row is not annotated
-    assert _overlapping_texts(fig) == []
+    assert overlapping_texts(fig) == []
     with pytest.raises(ZooValueError, match="confusion matrix must be"):
         confusion_figure(matrix[:, :-1], names, experts)

@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -238,27 +237,8 @@ def test_task_metadata_imports_no_heavy_module():
     assert out.strip() == "[]"
 
 
-def _overlapping_texts(fig):
-    """Pairs of drawn, non-empty texts of a figure whose boxes overlap (tick labels outside an axis's view
-    interval exist but are not drawn)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.text import Text
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    undrawn = set()
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            lo, hi = sorted(axis.get_view_interval())
-            undrawn |= {id(t) for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels()) if not lo <= loc <= hi}
-    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
-    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
-    return [(a, b) for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)]
-
-
 @pytest.mark.parametrize("n", [6, 120])
-def test_score_plot_labels_do_not_overlap(n):
+def test_score_plot_labels_do_not_overlap(n, overlapping_texts):
     from zoo.tasks.stocks.predict import PLOT_EACH, score_figure
 
     rng = np.random.default_rng(0)
@@ -270,7 +250,7 @@ def test_score_plot_labels_do_not_overlap(n):
     labels = [t.get_text() for t in bars.get_yticklabels()]
     assert len(labels) == min(n, 2 * PLOT_EACH) and labels[0] == "#1 INSTRUMENT000"
     assert bars.get_xlabel() and bars.get_title() and fig.axes[1].get_xlabel()
-    assert _overlapping_texts(fig) == []
+    assert overlapping_texts(fig) == []
 
 
 def test_plots_read_the_run_files(trained, tmp_path):
@@ -284,7 +264,7 @@ def test_plots_read_the_run_files(trained, tmp_path):
     assert routing is not None and routing.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_routing_plot_stays_readable_with_many_sectors_and_experts():
+def test_routing_plot_stays_readable_with_many_sectors_and_experts(overlapping_texts):
     from zoo.tasks.stocks.plots import routing_figure
 
     rng = np.random.default_rng(0)
@@ -295,7 +275,7 @@ def test_routing_plot_stays_readable_with_many_sectors_and_experts():
         share = pd.DataFrame(rng.dirichlet(np.ones(clusters), len(sectors)), columns=range(clusters))
         tables[row] = share
     fig = routing_figure("stocks.sp500", tables, sectors, "sector")
-    assert _overlapping_texts(fig) == []
+    assert overlapping_texts(fig) == []
     heatmaps = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in heatmaps] == list(tables)
     assert all(ax.get_xlabel() == "routing cluster" for ax in heatmaps)

@@ -20,14 +20,6 @@ torch = pytest.importorskip("torch")
 SMALL = dict(n_train=8, n_test=8, window=(32, 64))  # 2-4 snippets per video; the default 112 px crops
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads wait for each other at every layer, which
-    makes these small networks many times slower whenever another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _embedded(monkeypatch) -> list[int]:

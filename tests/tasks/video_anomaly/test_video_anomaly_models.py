@@ -29,13 +29,6 @@ SMALL = {"hidden": 8, "expert_hidden": 4, "heads": 2, "memory_slots": 4, "dropou
 ROWS = [(arch, "mean" if arch == "experts" else "gate") for arch in ARCHS] + [("experts", "gate")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: a second intra-op thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(arch: str, fusion: str = "gate", **kw) -> ModelConfig:

@@ -22,14 +22,6 @@ torch = pytest.importorskip("torch")
 BACKBONE, SIZE = "regnetx_002", 64  # the default backbone at a small crop (video.py: not much smaller)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads wait for each other at every layer, which
-    makes these small networks many times slower whenever another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
