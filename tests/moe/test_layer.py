@@ -128,14 +128,16 @@ def test_every_router_layer_matches_per_token_reference(name):
     extras = {"num_copy": 1, "num_constant": 1, "num_null": 1, "num_shared": 1, "shared_gated": True}
     layer = MoELayer.from_config(config(name, **extras), D).eval()
     x = torch.randn(2, 5, D)
-    out = layer(x)
+    token_ids = torch.randint(0, 4 + 3, (2, 5)) if name == "domain" else None
+    out = layer(x, token_ids)
     assert out.y.shape == x.shape and out.y.dtype == x.dtype
     ids = out.routing.ids
     assert ids.shape[0] == 10 and ids.dtype == torch.int64
     assert int(ids.min()) >= -1 and int(ids.max()) < 4 + 3
     assert torch.all(out.routing.weights[ids < 0] == 0)
     torch.testing.assert_close(
-        layer.router(x.reshape(-1, D)).ids, ids, msg="eval routing must be deterministic"
+        layer.router(x.reshape(-1, D), None if token_ids is None else token_ids.reshape(-1)).ids, ids,
+        msg="eval routing must be deterministic",
     )
     with torch.no_grad():
         torch.testing.assert_close(out.y, layer_ref(layer, x, out.routing), rtol=1e-4, atol=1e-5)
@@ -147,7 +149,7 @@ def test_every_router_layer_with_zero_experts_matches_composition(name):
     torch.manual_seed(11)
     layer = MoELayer.from_config(config(name, num_zero=2, num_copy=1, num_shared=2), D).eval()
     x = torch.randn(3, 4, D)
-    out = layer(x)
+    out = layer(x, torch.randint(0, 4 + 3, (3, 4)) if name == "domain" else None)
     assert out.y.shape == x.shape
     with torch.no_grad():
         torch.testing.assert_close(out.y, composed(layer, x, out.routing), rtol=1e-4, atol=1e-5)

@@ -199,7 +199,7 @@ def test_aux_free_bias_stays_fp32_in_a_bf16_model():
 
 def test_empty_batch_gives_finite_losses():
     for name in ROUTERS:
-        routing = build_router(name, D, 4, k=2)(torch.randn(0, D))
+        routing = build_router(name, D, 4, k=2)(torch.randn(0, D), torch.zeros(0, dtype=torch.long))
         for key, value in routing.aux.items():
             assert torch.isfinite(value), (name, key)
 
@@ -332,7 +332,8 @@ def test_every_router_respects_the_contract(case, name, data):
     T, E, x = case
     k = data.draw(st.integers(1, E))
     router = build_router(name, D, E, k=k).eval()
-    _common_properties(router(x), E)
+    token_ids = torch.randint(0, E, (x.shape[0],)) if name == "domain" else None
+    _common_properties(router(x, token_ids), E)
 
 
 @settings(max_examples=40, deadline=None)

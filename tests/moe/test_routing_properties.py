@@ -28,8 +28,9 @@ def router_options(draw, name: str, E: int) -> dict:
     capacity_factor = draw(st.none() | st.floats(0.05, 3.0))
     k_max = draw(st.none() | st.integers(1, E))
     if name == "top_k":
+        noise = draw(st.booleans())
         return {"k": k, "capacity_factor": capacity_factor, "renormalize": draw(st.none() | st.booleans()),
-                "noise": draw(st.booleans())}
+                "noise": noise, "noise_std": None if noise else draw(st.none() | st.floats(0.0, 2.0))}
     if name == "aux_free":
         return {"k": k, "capacity_factor": capacity_factor, "score": draw(st.sampled_from(["sigmoid", "softmax"])),
                 "renormalize": draw(st.none() | st.booleans())}
@@ -61,6 +62,8 @@ def cases(draw, name: str):
         router.on_optimizer_step(draw(st.integers(-1, 10)))
     x = torch.randn(T, D) * draw(st.sampled_from([1e-4, 1.0, 30.0, 1e3]))
     token_ids = torch.randint(-(2**62), 2**62, (T,)) if name == "hash" and draw(st.booleans()) else None
+    if name == "domain":
+        token_ids = torch.randint(0, E, (T,))
     return router, x, token_ids
 
 
@@ -99,7 +102,7 @@ def check_mass(name: str, router, routing) -> None:
     weights, ids = routing.weights, routing.ids
     total = weights.sum(1)
     dropped = ((ids < 0).any(1) if routing.requested_ids is not None else torch.zeros_like(total, dtype=torch.bool))
-    if name in ("soft", "hash"):
+    if name in ("soft", "hash", "domain"):
         assert torch.allclose(total, torch.ones_like(total), atol=EPS), total
     elif name in ("top_k", "aux_free"):
         if router.renormalize:  # the k kept scores renormalised; a capacity drop leaves less than 1
@@ -129,7 +132,7 @@ def test_every_router_keeps_the_contract(name, data, seed):
     check_contract(routing, T, E)
     check_capacity(name, router, routing, T, E)
     check_mass(name, router, routing)
-    if router.learned:
+    if router.learned and name != "domain":  # domain weights are constant 1: nothing to differentiate
         c = torch.randn(routing.weights.shape, generator=torch.Generator().manual_seed(seed))
         ((routing.weights * c).sum() + sum(routing.aux.values(), torch.zeros(()))).backward()
         for pname, param in [("x", x), *router.named_parameters()]:

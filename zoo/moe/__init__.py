@@ -14,9 +14,9 @@ _HOMES = {
     "experts": ("Experts", "FFNExperts", "ModuleExperts", "SharedExperts", "SpecialExperts"),
     "layer": ("MoELayer", "MoEOutput", "build_router", "collect", "count_params", "on_optimizer_step", "routers",
               "total_aux_loss"),
-    "losses": ("importance_loss", "load_balance_loss", "router_z_loss", "routing_entropy"),
-    "routing": ("ROUTERS", "AuxFreeRouter", "DenseToSparseRouter", "ExpertChoiceRouter", "HashRouter", "Router",
-                "Routing", "SoftRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
+    "losses": ("importance_loss", "load_balance_loss", "router_z_loss", "routing_entropy", "smooth_load_loss"),
+    "routing": ("ROUTERS", "AuxFreeRouter", "DenseToSparseRouter", "DomainRouter", "ExpertChoiceRouter", "HashRouter",
+                "Router", "Routing", "SoftRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
     "stats": ("ExpertStats", "routing_stats"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -38,6 +38,7 @@ __all__ = [
     "ROUTERS",
     "AuxFreeRouter",
     "DenseToSparseRouter",
+    "DomainRouter",
     "ExpertChoiceRouter",
     "ExpertStats",
     "Experts",
@@ -65,5 +66,6 @@ __all__ = [
     "routers",
     "routing_entropy",
     "routing_stats",
+    "smooth_load_loss",
     "total_aux_loss",
 ]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.errors import check_arg
+from zoo.errors import ZooValueError, check_arg
 
 from . import losses
 
@@ -145,9 +145,14 @@ class TopKRouter(Router):
             probabilities (Switch, GShard). Default: True for k > 1, False for k = 1 — a renormalised top-1
             weight is always 1, so the gate would get no gradient from the task loss.
         noise: add ``N(0, 1) · softplus(x W_noise)`` to the logits in training (noisy top-k gating).
+        noise_std: add fixed ``N(0, noise_std²)`` jitter to the logits in training (Switch/tutel gate noise; DAMEX
+            uses 1/E). Exclusive with ``noise``. Either noise changes the choice and the weights (both come from
+            the noisy scores, as in noisy top-k gating); ``Routing.logits`` and the aux losses keep the clean logits.
         capacity_factor: if set, each expert takes at most ``ceil(cf · T · k / E)`` slots per batch; the
             overflow is dropped (id −1) in slot-major priority: every token's first choice before any
             second choice (GShard). ``None`` is dropless.
+        eval_dropless: apply the capacity limit in training only, so that in eval mode a token's output does not
+            depend on which other inputs share its batch (one image alone, a test batch of one domain).
     """
 
     def __init__(
@@ -158,13 +163,20 @@ class TopKRouter(Router):
         *,
         renormalize: bool | None = None,
         noise: bool = False,
+        noise_std: float | None = None,
         capacity_factor: float | None = None,
+        eval_dropless: bool = False,
         **loss_coefs: float,
     ) -> None:
         super().__init__(d_model, num_experts, **loss_coefs)
         check_arg(isinstance(k, int) and 1 <= k <= num_experts, "k", k, f"an int in [1, num_experts={num_experts}]")
         check_arg(capacity_factor is None or capacity_factor > 0, "capacity_factor", capacity_factor, "None or > 0")
-        self.k, self.capacity_factor = k, capacity_factor
+        check_arg(noise_std is None or noise_std >= 0, "noise_std", noise_std, "None or a float >= 0")
+        if noise and noise_std is not None:
+            raise ZooValueError(f"noise=True (learned noise) and noise_std={noise_std} (fixed jitter) are exclusive; "
+                                "pass one of them")
+        self.k, self.capacity_factor, self.noise_std = k, capacity_factor, noise_std
+        self.eval_dropless = eval_dropless
         self.renormalize = k > 1 if renormalize is None else renormalize
         self.noise = nn.Linear(d_model, num_experts, bias=False) if noise else None
         if self.noise is not None:
@@ -175,6 +187,8 @@ class TopKRouter(Router):
             with torch.autocast(device_type=x_TD.device.type, enabled=False):
                 std = F.softplus(F.linear(x_TD.float(), self.noise.weight.float()))
             return logits_TE + torch.randn_like(logits_TE) * std
+        if self.noise_std and self.training:
+            return logits_TE + torch.randn_like(logits_TE) * self.noise_std
         return logits_TE
 
     def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
@@ -185,7 +199,7 @@ class TopKRouter(Router):
         return self._with_capacity(ids, weights, logits_TE)
 
     def _with_capacity(self, ids: torch.Tensor, weights: torch.Tensor, logits_TE: torch.Tensor) -> Routing:
-        if self.capacity_factor is None:
+        if self.capacity_factor is None or (self.eval_dropless and not self.training):
             return Routing(ids, weights, logits_TE)
         kept_ids, kept_weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
         return Routing(kept_ids, kept_weights, logits_TE, drop_rate=drop_rate, requested_ids=ids)
@@ -439,6 +453,32 @@ class HashRouter(Router):
         return Routing(ids, weights, logits_TE)
 
 
+class DomainRouter(Router):
+    """Domain routing: every token goes to the expert its ``token_ids`` name, with weight 1 (k = 1).
+
+    The ids are given, not learned: a token's domain or dataset mapped to that domain's expert (DEMix-style domain
+    experts; an oracle for dataset-aware MoE such as DAMEX). The gate is still learned, so ``Routing.logits`` are
+    real router scores that a loss or a routing-accuracy diagnostic can use, but it never changes the choice.
+    Dropless; the balance loss is off by default (the choice does not depend on the gate).
+    """
+
+    k = 1
+
+    def __init__(self, d_model: int, num_experts: int, *, balance_coef: float = 0.0, **kw: float) -> None:
+        super().__init__(d_model, num_experts, balance_coef=balance_coef, **kw)
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        if token_ids_T is None:
+            raise ZooValueError("DomainRouter needs token_ids (each token's expert id); pass token_ids to the MoE layer")
+        check_arg(token_ids_T.shape == x_TD.shape[:1], "token_ids.shape", tuple(token_ids_T.shape), f"[{x_TD.shape[0]}]")
+        ids = token_ids_T.long().to(logits_TE.device)
+        if ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            check_arg(lo >= 0 and hi < self.num_experts, "token_ids", f"values in [{lo}, {hi}]",
+                      f"expert ids in [0, {self.num_experts})")
+        return Routing(ids[:, None], torch.ones(ids.shape[0], 1, device=logits_TE.device), logits_TE)
+
+
 class DenseToSparseRouter(Router):
     """EvoMoE's dense-to-sparse gate (Nie et al. 2022, "EvoMoE"): start dense, anneal to sparse top-k.
 
@@ -502,5 +542,6 @@ ROUTERS: dict[str, type[Router]] = {
     "threshold": ThresholdRouter,
     "soft": SoftRouter,
     "hash": HashRouter,
+    "domain": DomainRouter,
     "dense_to_sparse": DenseToSparseRouter,
 }

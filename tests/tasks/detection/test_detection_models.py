@@ -1,0 +1,235 @@
+"""DETR-lite detectors: output contract per decoder row, the split FFN against the dense FFN it was cut from,
+oracle and learned routing, class masks, per-dataset wrapping, parameter counts and postprocessing."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from zoo.errors import ZooValueError
+from zoo.moe import FFNExperts, MoELayer, count_params
+from zoo.tasks.detection.config import ModelConfig
+from zoo.tasks.detection.models import (
+    MASKED_LOGIT,
+    DenseFFN,
+    DetOutput,
+    DetrLite,
+    PerDatasetDetector,
+    SplitRouter,
+    build_detector,
+    postprocess,
+    sine_positions,
+    split_dense_ffn,
+)
+
+C, E, S, B = 5, 3, 32, 3
+SMALL = {"d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 3, "queries": 6, "ffn_hidden": 16,
+         "moe_layers": [0, 2]}
+
+
+def small(**kw) -> ModelConfig:
+    return ModelConfig(**{**SMALL, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("kw", [{"decoder": "dense"}, {"decoder": "moe"}, {"decoder": "moe", "routing": "oracle"},
+                                {"decoder": "split"}, {"decoder": "moe", "k": 2, "capacity_factor": 0.5}])
+def test_output_contract_of_every_decoder_row(kw):
+    cfg = small(**kw)
+    model = build_detector(cfg, C, E, S)
+    assert isinstance(model, DetrLite)
+    experts = torch.tensor([0, 2, 1])
+    out = model(torch.randn(B, 3, S, S), experts)
+    L, Q = cfg.decoder_layers, cfg.queries
+    assert out.logits.shape == (L, B, Q, C + 1) and out.boxes.shape == (L, B, Q, 4)
+    assert ((out.boxes > 0) & (out.boxes < 1)).all()
+    moe_names = [] if cfg.decoder == "dense" else ["decoder0", "decoder2"]
+    assert list(out.router_logits) == moe_names and list(out.chosen) == moe_names and list(out.stats) == moe_names
+    width = cfg.split_groups if cfg.decoder == "split" else E
+    for name in moe_names:
+        assert out.router_logits[name].shape == (B, Q, width) and out.router_logits[name].dtype == torch.float32
+        assert out.chosen[name].shape == (B, Q) and out.chosen[name].dtype == torch.int64
+    assert out.aux == {}  # routers carry no loss of their own: the routing loss is the objective's
+    (out.logits.sum() + out.boxes.sum()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "gate" not in n)
+
+
+def test_backbone_gives_a_stride_8_map_and_bad_names_are_refused():
+    model = build_detector(small(), C, E, 64)
+    assert model.backbone(torch.randn(1, 3, 64, 64))[-1].shape[-2:] == (8, 8)
+    with pytest.raises(ZooValueError, match="model.backbone"):
+        build_detector(small(backbone="no_such_net"), C, E, S)
+    with pytest.raises(ZooValueError, match="image_size"):
+        build_detector(small(), C, E, 36)
+
+
+def test_sine_positions_against_the_formula():
+    h, w, d = 3, 4, 8
+    pos = sine_positions(h, w, d, torch.device("cpu"))
+    assert pos.shape == (h * w, d)
+    for i, j in itertools.product(range(h), range(w)):
+        y, x = (i + 0.5) / h * 2 * math.pi, (j + 0.5) / w * 2 * math.pi
+        row = []
+        for v in (y, x):
+            for c in range(d // 2):
+                angle = v / 10000 ** (2 * (c // 2) / (d // 2))
+                row.append(math.sin(angle) if c % 2 == 0 else math.cos(angle))
+        torch.testing.assert_close(pos[i * w + j], torch.tensor(row))
+
+
+# ---------------------------------------------------------------- split FFN
+
+
+def split_layer(dense: DenseFFN, groups: int, k: int) -> MoELayer:
+    w1, w2 = split_dense_ffn(dense.experts.w1[0].detach(), dense.experts.w2[0].detach(), groups)
+    bank = FFNExperts(groups, w1.shape[1], w1.shape[2])
+    with torch.no_grad():
+        bank.w1.copy_(w1)
+        bank.w2.copy_(w2)
+    return MoELayer(SplitRouter(w1.shape[1], groups, k), bank)
+
+
+def test_split_dense_phase_equals_the_dense_ffn():
+    dense = DenseFFN(8, 12)
+    layer = split_layer(dense, 4, 2)
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(layer(x).y, dense(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ZooValueError, match="groups"):
+        split_dense_ffn(dense.experts.w1[0], dense.experts.w2[0], 5)
+
+
+def test_split_decoder_starts_as_the_dense_ffn_it_was_cut_from():
+    model = build_detector(small(decoder="split", split_groups=4, split_k=2), C, E, S)
+    ffn = model.layers[0].ffn
+    dense = DenseFFN(16, 16)
+    with torch.no_grad():  # glue the parts back together: the dense FFN the layer stands for
+        dense.experts.w1[0].copy_(ffn.experts.w1.permute(1, 0, 2).reshape(16, 16))
+        dense.experts.w2[0].copy_(ffn.experts.w2.reshape(16, 16))
+    x = torch.randn(7, 16)
+    torch.testing.assert_close(ffn(x).y, dense(x), rtol=1e-5, atol=1e-6)
+    assert isinstance(model.layers[1].ffn, DenseFFN)  # layer 1 is not in moe_layers
+
+
+def test_sparsify_keeps_parameters_and_rescales_uniform_routing_to_the_dense_output():
+    G, k = 4, 2
+    model = build_detector(small(decoder="split", split_groups=G, split_k=k), C, E, S)
+    params = {n: p for n, p in model.named_parameters()}
+    total, dense_active = count_params(model)
+    assert dense_active == total
+    model.sparsify()
+    assert {n: p for n, p in model.named_parameters()} == params  # same objects: the optimizer keeps them
+    per_part = 2 * 16 * (16 // G)
+    assert count_params(model) == (total, total - 2 * (G - k) * per_part)
+    assert bool(model.state_dict()["layers.0.ffn.router.sparse"])
+
+    layer = model.layers[0].ffn
+    x = torch.randn(9, 16)
+    out = layer(x)
+    assert out.routing.ids.shape == (9, k)
+    torch.testing.assert_close(out.routing.weights, torch.full((9, k), G / k))  # G²/k · (1/G) at a zero gate
+    # Averaged over every k-subset of the parts, the rescaled output is the dense sum of all parts.
+    parts = [layer.experts(x, torch.full((9, 1), e), torch.ones(9, 1)) for e in range(G)]
+    subsets = list(itertools.combinations(range(G), k))
+    mean = sum(G / k * sum(parts[e] for e in s) for s in subsets) / len(subsets)
+    torch.testing.assert_close(mean, sum(parts), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.y, G / k * sum(parts[int(e)] for e in out.routing.ids[0]), rtol=1e-5, atol=1e-6)
+    # The zero-initialised gate learns from the task loss once sparse.
+    out.y.pow(2).sum().backward()
+    assert layer.router.gate.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- routing rows
+
+
+def test_oracle_routing_sends_every_query_to_its_image_expert():
+    model = build_detector(small(routing="oracle"), C, E, S)
+    experts = torch.tensor([2, 0, 2])
+    out = model(torch.randn(B, 3, S, S), experts)
+    for chosen in out.chosen.values():
+        assert torch.equal(chosen, experts[:, None].expand(B, 6))
+    with pytest.raises(ZooValueError, match="oracle"):
+        model(torch.randn(B, 3, S, S))
+
+
+def test_learned_routing_chooses_the_router_argmax_before_capacity_drops():
+    model = build_detector(small(capacity_factor=0.3), C, E, S).eval()
+    out = model(torch.randn(B, 3, S, S))
+    for name in out.chosen:
+        assert torch.equal(out.chosen[name], out.router_logits[name].argmax(-1))
+    router = model.layers[0].ffn.router
+    assert router.k == 1 and router.noise_std == pytest.approx(1 / E) and router.balance_coef == 0
+
+
+def test_class_mask_hides_other_datasets_classes_but_keeps_no_object():
+    model = build_detector(small(decoder="dense"), C, E, S).eval()
+    images = torch.randn(B, 3, S, S)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], dtype=torch.bool)
+    plain, masked = model(images), model(images, None, mask)
+    keep = torch.cat((mask, torch.ones(B, 1, dtype=torch.bool)), 1)[None, :, None].expand_as(plain.logits)
+    torch.testing.assert_close(masked.logits[keep], plain.logits[keep])
+    assert (masked.logits[~keep] == MASKED_LOGIT).all()
+    torch.testing.assert_close(masked.boxes, plain.boxes)
+
+
+def test_per_dataset_detector_runs_each_image_through_its_own_detector():
+    cfg = small(decoder="moe", per_dataset=True, capacity_factor=100.0)  # no drops: images do not interact
+    model = build_detector(cfg, C, E, S, 3).eval()
+    assert isinstance(model, PerDatasetDetector) and len(model.detectors) == 3
+    images, datasets = torch.randn(4, 3, S, S), torch.tensor([2, 0, 2, 1])
+    out = model(images, datasets)
+    for b, k in enumerate(datasets.tolist()):
+        alone = model.detectors[k](images[b : b + 1])
+        torch.testing.assert_close(out.logits[:, b], alone.logits[:, 0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.boxes[:, b], alone.boxes[:, 0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.router_logits["decoder0"][b], alone.router_logits["decoder0"][0])
+    assert set(out.stats) == {f"dataset{k}/decoder{i}" for k in range(3) for i in (0, 2)}
+    with pytest.raises(ZooValueError, match="per_dataset"):
+        model(images)
+    with pytest.raises(ZooValueError, match="dataset indices"):
+        model(images, torch.tensor([0, 1, 3, 0]))
+
+
+def test_active_params_of_top1_moe_equal_its_dense_twin_plus_routers():
+    torch.manual_seed(1)
+    moe = build_detector(small(decoder="moe", k=1), C, E, S)
+    torch.manual_seed(1)
+    dense = build_detector(small(decoder="dense"), C, E, S)
+    total, active = count_params(moe)
+    dense_total, dense_active = count_params(dense)
+    routers = 2 * 16 * E  # one gate [E, D] per MoE layer
+    assert dense_total == dense_active and active == dense_total + routers
+    assert total == active + 2 * (E - 1) * 2 * 16 * 16
+
+
+# ---------------------------------------------------------------- postprocess
+
+
+def test_postprocess_top_query_class_pairs_in_pixels():
+    probs = torch.tensor([[[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]]])  # one image, Q = 2, C = 2 (+ no object)
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.25, 0.5, 0.5, 1.0]]])
+    out = DetOutput(probs.log()[None], boxes[None])
+    (pred,) = postprocess(out, torch.tensor([[100, 200]]), top=3)  # height 100, width 200
+    torch.testing.assert_close(pred["scores"], torch.tensor([0.6, 0.3, 0.2]))
+    assert pred["labels"].tolist() == [0, 1, 1]
+    first = torch.tensor([80.0, 30.0, 120.0, 70.0])  # cx 100, cy 50, w 40, h 40
+    second = torch.tensor([0.0, 0.0, 100.0, 100.0])
+    torch.testing.assert_close(pred["boxes"], torch.stack((first, first, second)))
+    (everything,) = postprocess(out, torch.tensor([[100, 200]]))
+    assert len(everything["scores"]) == 4  # top is capped at Q·C
+
+
+def test_postprocess_reads_the_last_layer():
+    model = build_detector(small(), C, E, S).eval()
+    out = model(torch.randn(2, 3, S, S))
+    preds = postprocess(out, torch.tensor([[S, S]] * 2), top=10)
+    last = out.logits[-1].softmax(-1)[..., :-1]
+    for b, pred in enumerate(preds):
+        torch.testing.assert_close(pred["scores"], last[b].flatten().topk(10).values)
+        assert (pred["boxes"] >= 0).all() and (pred["boxes"] <= S).all()
