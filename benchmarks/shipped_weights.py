@@ -108,6 +108,19 @@ def _video_anomaly_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[s
     return (str(path),), {}
 
 
+def _detection_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """A 96×80 RGB noise image with two bright squares (not a training image)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    pixels[10:30, 10:30] = 250
+    pixels[40:70, 50:80] = (30, 200, 40)
+    path = tmp / "image.png"
+    Image.fromarray(pixels).save(path)
+    return (str(path),), {}
+
+
 def run(hide: bool = True) -> list[dict[str, Any]]:
     from zoo import api
 
@@ -125,9 +138,9 @@ def run(hide: bool = True) -> list[dict[str, Any]]:
             loaded = api.load_weights(entry.id)
             loaded_s = time.perf_counter() - start
             task = loaded.task.name
-            if task in ("recsys", "video_anomaly"):
-                args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input}[task](
-                    Path(tmp), loaded.info)
+            if task in ("recsys", "video_anomaly", "detection"):
+                args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input,
+                                 "detection": _detection_input}[task](Path(tmp), loaded.info)
             else:
                 args, options = inputs[task](Path(tmp))
             home = os.environ.get("ZOO_HOME")

@@ -5,8 +5,9 @@ Metrics (all under ``test/``): ``ap/<dataset>``, ``ap50/<dataset>``, their means
 ``ap50_small2``, the mean AP50 of the two datasets with the fewest training images. For learned routers:
 ``routing_acc`` (share of decoder tokens whose top-1 expert is their dataset's expert; no dataset label is given
 to the model), ``usage_entropy`` (nats) and ``usage_entropy_norm`` (divided by log E), each averaged over the MoE
-layers. ``images_per_s`` is the inference throughput of the pass. The expert × dataset confusion plot
-(``confusion.png``) and a grid of test detections (``detections.png``) are written to the run directory.
+layers. ``images_per_s`` is the inference throughput of the pass. The expert × dataset confusion (plot
+``confusion.png``, table ``confusion.npz``) and a grid of test detections (``detections.png``) are written to the
+run directory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .data import DetectionDataModule
 from .models import postprocess
 
 CONFUSION_FILE = "confusion.png"
+CONFUSION_TABLE = "confusion.npz"
 EXAMPLES_FILE = "detections.png"
 EXAMPLES = 8
 EXAMPLE_SCORE = 0.3  # boxes drawn in the examples grid
@@ -136,5 +138,8 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: DetectionDataModule) -> di
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", dpi=110)
             atomic_write_bytes(run_dir / CONFUSION_FILE, buffer.getvalue())
+            table_bytes = io.BytesIO()
+            np.savez(table_bytes, matrix=table, datasets=np.array(info["datasets"]))
+            atomic_write_bytes(run_dir / CONFUSION_TABLE, table_bytes.getvalue())
         atomic_write_bytes(run_dir / EXAMPLES_FILE, examples_png(dm, result, info))
     return out

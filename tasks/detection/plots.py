@@ -1,5 +1,6 @@
 """Pictures of detections: one image with its boxes drawn into the pixels (``zoo predict --plot``), and a figure of
-a few test images with predicted and true boxes for the board and the README.
+a few test images with predicted and true boxes for the board and the README, and the figures of a reproduced
+board (:func:`main`).
 
 :func:`draw_detections` uses :func:`torchvision.utils.draw_bounding_boxes` with a ``name 0.87`` label per box and
 one colour per class (matplotlib's ``tab10`` then ``tab20b``, cycled); an image whose longer side is under
@@ -8,6 +9,15 @@ text is legible, and the line width grows with the image. Boxes are continuous p
 ``[x1, x2)`` outlines the pixels ``floor(x1) .. ceil(x2) - 1``. :func:`examples_figure` draws no text on the boxes,
 which would overlap on crowded images: colours name the classes in a legend below the grid, predictions are solid
 and ground truth dashed.
+
+A reproduced board's figures::
+
+    python -m zoo.tasks.detection.plots detection.mini-uodb --tier full
+
+write ``leaderboards/<board>.datasets.png`` (per dataset, each row's AP50, mean over seeds, from the committed
+results), ``<board>.routing.png`` (the expert × dataset confusion of every routed row's lowest seed) and
+``<board>.examples.png`` (the test detections of one row's lowest seed); the last two read the run directories the
+results name, so they are drawn on the machine that ran the board.
 """
 
 from __future__ import annotations
@@ -147,3 +157,118 @@ def examples_figure(samples: Sequence[tuple[np.ndarray, Mapping[str, Any], Mappi
     fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), fits)), fontsize=LEGEND_FONT,
                frameon=False)
     return fig
+
+
+def dataset_ap50(board: str, tier: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """The datasets and, per row, the mean over seeds of each dataset's AP50 from the committed results."""
+    from zoo.leaderboard import load_results, load_spec
+
+    results = load_results(board, tier)
+    datasets: list[str] = []
+    means: dict[str, dict[str, float]] = {}
+    for row in load_spec(board).rows:
+        records = results.get(row.name, [])
+        keys = [k for k in (records[0]["metrics"] if records else {}) if k.startswith("test/ap50/")]
+        for key in keys:
+            if key.removeprefix("test/ap50/") not in datasets:
+                datasets.append(key.removeprefix("test/ap50/"))
+        if keys:
+            means[row.name] = {k.removeprefix("test/ap50/"): float(np.nanmean([r["metrics"].get(k, np.nan)
+                                                                                for r in records])) for k in keys}
+    if not means:
+        raise ZooValueError(f"{board} has no {tier} results: run `zoo leaderboard reproduce {board} --tier {tier}`")
+    return datasets, means
+
+
+def datasets_figure(board: str, datasets: list[str], means: Mapping[str, Mapping[str, float]]) -> Figure:
+    """Grouped bars: per dataset, each row's mean AP50."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(8, 1.4 * len(datasets) + 3), 4.4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(means)
+    x = np.arange(len(datasets))
+    for i, (row, values) in enumerate(means.items()):
+        ax.bar(x + (i - (len(means) - 1) / 2) * width, [values.get(d, np.nan) for d in datasets], width, label=row)
+    ax.set_xticks(x, labels=[d.split("/")[-1] for d in datasets])
+    ax.set(ylim=(0, 1), ylabel="AP50 (mean over seeds)", title=f"{board}: AP50 per dataset")
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    return fig
+
+
+def first_runs(board: str, tier: str, needs: str) -> dict[str, Path]:
+    """Each row's run directory of its lowest seed that still holds the file ``needs`` on this machine."""
+    from zoo.leaderboard import load_results
+
+    out = {}
+    for row, records in load_results(board, tier).items():
+        for record in sorted(records, key=lambda r: r["seed"]):
+            run_dir = Path(record.get("run_dir", ""))
+            if (run_dir / needs).exists():
+                out[row] = run_dir
+                break
+    return out
+
+
+def routing_figure(board: str, tables: Mapping[str, tuple[np.ndarray, list[str]]]) -> Figure:
+    """One heatmap per routed row: the share of each dataset's decoder tokens each expert takes as top-1."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(tables) + 1.2, 4.6), layout="constrained")
+    axes = fig.subplots(1, len(tables), squeeze=False)[0]
+    image = None
+    for ax, (row, (matrix, names)) in zip(axes, tables.items(), strict=True):
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(matrix.shape[1]))
+        ax.set_yticks(range(len(names)), labels=[n.split("/")[-1] for n in names] if ax is axes[0] else [])
+        ax.set(xlabel="expert", title=row)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of the dataset's tokens")
+    fig.suptitle(f"{board}: top-1 expert of every decoder token, per dataset (lowest seed, MoE layers averaged)")
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from zoo.errors import ZooError
+    from zoo.leaderboard import boards_dir
+
+    from .evaluation import CONFUSION_TABLE, EXAMPLES_FILE
+
+    p = argparse.ArgumentParser(description="figures of a reproduced detection board")
+    p.add_argument("board")
+    p.add_argument("--tier", default="full", choices=["smoke", "full"])
+    p.add_argument("--examples-row", default="damex", help="the row whose test detections are drawn")
+    args = p.parse_args(argv)
+    out = boards_dir()
+    written = []
+    try:
+        datasets, means = dataset_ap50(args.board, args.tier)
+        written.append(_save(datasets_figure(args.board, datasets, means), out / f"{args.board}.datasets.png"))
+        tables = {}
+        for row, run_dir in first_runs(args.board, args.tier, CONFUSION_TABLE).items():
+            with np.load(run_dir / CONFUSION_TABLE, allow_pickle=False) as data:
+                tables[row] = (data["matrix"], data["datasets"].tolist())
+        if tables:
+            written.append(_save(routing_figure(args.board, tables), out / f"{args.board}.routing.png"))
+        example = first_runs(args.board, args.tier, EXAMPLES_FILE).get(args.examples_row)
+        if example is not None:
+            written.append(atomic_write_bytes(out / f"{args.board}.examples.png",
+                                              (example / EXAMPLES_FILE).read_bytes()))
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

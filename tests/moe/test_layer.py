@@ -24,6 +24,7 @@ from zoo.moe import (
     TopKRouter,
     build_router,
     collect,
+    count_params,
     load_balance_loss,
     router_z_loss,
     routers,
@@ -423,3 +424,24 @@ def test_expert_outputs_are_the_slots_that_y_combines(router):
                 else:
                     expected = ffn_ref(x[b, t], bank.w1[e], bank.w2[e], None, bank.activation)
                     torch.testing.assert_close(out.expert_outputs[b, t, s], expected, rtol=1e-5, atol=1e-6)
+
+
+class _OneOf(nn.Module):
+    """Runs one of its MoE sub-networks per input, like one model per dataset."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(MoELayer.from_config(MoEConfig(num_experts=4, k=1, d_hidden=8), 6)
+                                        for _ in range(n))
+
+    def inactive_params(self) -> int:
+        total, active = count_params(self.nets[0])
+        return total * len(self.nets) - active
+
+
+def test_count_params_of_a_module_that_runs_one_sub_network_counts_its_moe_layers_once():
+    one = MoELayer.from_config(MoEConfig(num_experts=4, k=1, d_hidden=8), 6)
+    total1, active1 = count_params(one)
+    assert active1 < total1
+    total, active = count_params(nn.Sequential(_OneOf(3), nn.Linear(6, 6)))
+    assert total == 3 * total1 + 42 and active == active1 + 42

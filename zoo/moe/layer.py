@@ -179,11 +179,19 @@ def on_optimizer_step(module: nn.Module, step: int) -> None:
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """Parameters in total, and active per token: an MoE layer runs k of its E FFN experts (all of them for
-    routers without a fixed k, such as soft gates)."""
+    routers without a fixed k, such as soft gates). A module that runs only one of several sub-networks per input
+    (one model per dataset) says how many of its parameters an input leaves idle with ``inactive_params()``, its
+    sub-networks' MoE layers included; nothing inside it is counted again."""
     total = sum(p.numel() for p in model.parameters())
     inactive = 0
+    counted: set[int] = set()
     for m in model.modules():
-        if isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts):
+        if id(m) in counted:
+            continue
+        if hasattr(m, "inactive_params"):
+            inactive += int(m.inactive_params())
+            counted |= {id(sub) for sub in m.modules()}
+        elif isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts):
             per_expert = sum(p.numel() for p in m.experts.parameters()) // m.experts.num_experts
             k = getattr(m.router, "k", m.experts.num_experts)
             inactive += per_expert * max(0, m.experts.num_experts - k)
