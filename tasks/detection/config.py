@@ -12,6 +12,8 @@ from zoo.optim import OptimConfig
 DECODERS = ("dense", "moe", "split")
 ROUTINGS = ("learned", "oracle")
 ROUTING_LOSSES = ("damex", "vanilla", "none")
+CLASS_LOSSES = ("focal", "softmax")
+STRIDES = (4, 8)
 REAL_SETS = ("deepforest", "stardist")
 
 
@@ -78,9 +80,18 @@ class ModelConfig:
     matched tokens) or ``none``, weighted by ``routing_loss_weight``. ``dataset_heads``: class scores are
     restricted to the image's own dataset's labels (needs the dataset at test time). ``per_dataset``: one
     separate detector per dataset, each trained only on its images (the one-model-per-dataset baseline).
+    ``stride``: the backbone feature map the encoder reads (8: 8×8 tokens at 64 px; 4: 16×16, for small objects).
+    ``two_stage``: the decoder's reference boxes are the top-``queries`` proposals of the encoder (a class and a
+    box per memory token, trained with the same set loss; Deformable DETR's two-stage, DINO's mixed query
+    selection) instead of learned ones. ``box_attention``: the decoder's cross-attention gets an SMCA-style Gaussian prior around each query's
+    reference box (learned per-head widths). ``class_loss``: ``focal`` (sigmoid focal loss, α 0.25, γ 2, and the focal matching cost; Deformable DETR,
+    DINO) or ``softmax`` (DETR's cross-entropy with a "no object" class weighted ``no_object_weight``). The class
+    term is weighted ``cost_class`` in matching; in the loss the focal term is weighted ``cost_class`` too
+    (Deformable DETR), softmax CE 1 (DETR); L1 and GIoU ``cost_l1`` and ``cost_giou`` in both.
     """
 
     backbone: str = "resnet10t"
+    stride: int = 8
     d_model: int = 64
     heads: int = 4
     encoder_layers: int = 2
@@ -101,6 +112,9 @@ class ModelConfig:
     split_epochs: int = 5
     dataset_heads: bool = False
     per_dataset: bool = False
+    two_stage: bool = True
+    box_attention: bool = True
+    class_loss: str = "focal"
     no_object_weight: float = 0.1
     cost_class: float = 2.0
     cost_l1: float = 5.0
@@ -109,6 +123,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_arg(self.decoder in DECODERS, "model.decoder", self.decoder, DECODERS)
         check_arg(self.routing in ROUTINGS, "model.routing", self.routing, ROUTINGS)
+        check_arg(self.class_loss in CLASS_LOSSES, "model.class_loss", self.class_loss, CLASS_LOSSES)
+        check_arg(isinstance(self.two_stage, bool), "model.two_stage", self.two_stage, "true or false")
+        check_arg(isinstance(self.box_attention, bool), "model.box_attention", self.box_attention, "true or false")
+        check_arg(self.stride in STRIDES, "model.stride", self.stride, STRIDES)
         check_arg(self.routing_loss in ROUTING_LOSSES, "model.routing_loss", self.routing_loss, ROUTING_LOSSES)
         for name in ("d_model", "heads", "encoder_layers", "decoder_layers", "queries", "ffn_hidden", "k",
                      "split_groups", "split_k"):
