@@ -15,6 +15,7 @@ ROUTING_LOSSES = ("damex", "vanilla", "none")
 CLASS_LOSSES = ("focal", "softmax")
 STRIDES = (4, 8)
 REAL_SETS = ("deepforest", "stardist")
+SAMPLINGS = ("size", "equal")
 
 
 @dataclass
@@ -26,7 +27,8 @@ class DataConfig:
     packaged real sets cut into tiles (``deepforest`` tree crowns, ``stardist`` nuclei; :mod:`.tiles`).
     ``coco``: a user's own datasets, each ``{name, annotations, images, test_annotations, test_images}`` in
     COCO JSON. ``experts``: dataset name → expert id (one expert per dataset by default). ``weights``: dataset
-    name → sampling share (dataset sizes by default, so every training image is drawn once per epoch).
+    name → sampling share; without them ``sampling`` decides: ``size`` (each dataset's share is its size, so every
+    training image is drawn once per epoch) or ``equal`` (every dataset equally often, small ones repeated).
     ``image_size``: every image is letterboxed to this many pixels (longer side) before the network.
     ``augment``: torchvision v2 photometric and geometric training augmentation (:mod:`.transforms`).
     ``seed`` is the data seed; it stays fixed across a board's seeds, which vary initialisation and batch order.
@@ -39,6 +41,7 @@ class DataConfig:
     scale: float = 1.0
     experts: dict[str, int] | None = None
     weights: dict[str, float] | None = None
+    sampling: str = "size"
     image_size: int = 64
     augment: bool = True
     batch_size: int = 32
@@ -57,6 +60,7 @@ class DataConfig:
                       "test_images)")
         check_arg(bool(self.miniuodb or self.real or self.coco), "data", "no datasets",
                   "at least one of data.miniuodb, data.real, data.coco")
+        check_arg(self.sampling in SAMPLINGS, "data.sampling", self.sampling, SAMPLINGS)
         check_seed(self.seed, "data.seed")
         check_arg(isinstance(self.scale, int | float) and self.scale > 0, "data.scale", self.scale, "a number > 0")
         check_arg(isinstance(self.image_size, int) and 32 <= self.image_size <= 1024 and self.image_size % 8 == 0,

@@ -73,9 +73,12 @@ def _coco(spec: dict[str, Any], split: str) -> DetDataset:
 
 
 def build_mix(cfg: DataConfig, split: str) -> DatasetMix:
-    """The mix of ``split``; the expert map and weights of ``cfg`` (weights only matter for training)."""
+    """The mix of ``split``; the expert map and sampling weights of ``cfg`` (weights only matter for training)."""
     datasets = load_datasets(cfg, split)
-    return DatasetMix(datasets, experts=cfg.experts, weights=cfg.weights if split == "train" else None)
+    weights = cfg.weights
+    if weights is None and cfg.sampling == "equal":
+        weights = {d.name: 1.0 for d in datasets}
+    return DatasetMix(datasets, experts=cfg.experts, weights=weights if split == "train" else None)
 
 
 class MixImages(Dataset):

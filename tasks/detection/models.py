@@ -22,7 +22,8 @@ from torch import nn
 
 from zoo.errors import ZooValueError, check_arg
 from zoo.kernels.activations import apply_activation
-from zoo.moe import DomainRouter, ExpertStats, FFNExperts, MoELayer, MoEOutput, Router, Routing, TopKRouter, collect
+from zoo.moe import (DomainRouter, ExpertStats, FFNExperts, MoELayer, MoEOutput, SplitRouter, TopKRouter, collect,
+                     count_params, split_dense_ffn)
 
 from .config import ModelConfig
 
@@ -75,56 +76,6 @@ class DenseFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_activation(x @ self.experts.w1[0], "gelu") @ self.experts.w2[0]
-
-
-def split_dense_ffn(w1_DF: torch.Tensor, w2_FD: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut a dense FFN's hidden units into ``groups`` consecutive slices: ``w1[G, D, F/G]``, ``w2[G, F/G, D]``.
-
-    ``Σ_g gelu(x w1_g) w2_g = gelu(x w1) w2``: the activation is element-wise, so the parts sum to the dense FFN.
-    """
-    D, F_ = w1_DF.shape
-    check_arg(F_ % groups == 0, "groups", groups, f"a divisor of the hidden width {F_}")
-    return w1_DF.reshape(D, groups, F_ // groups).permute(1, 0, 2).contiguous(), w2_FD.reshape(groups, F_ // groups, D)
-
-
-class SplitRouter(Router):
-    """Router of a split FFN (Dynamic-DINO-style): dense first, then learned top-k over the ``G`` parts.
-
-    Dense phase: every part runs with weight 1, so the layer is exactly the dense FFN the parts were cut from.
-    After :meth:`sparsify`: the top-``k`` parts of ``p = softmax(x W)`` run with weight ``(G / k) · G · p_e``.
-    The gate starts at zero, so routing starts uniform (``p_e = 1/G``): then ``G · p_e = 1`` and each chosen part
-    is scaled by ``G / k``, which makes the output an unbiased estimate of the dense sum over all G parts when the
-    k are a uniform random choice (each part is chosen with probability k/G). Weights keep the raw probabilities
-    (not renormalised over the k), so the gate learns from the task loss for every k, k = 1 included.
-    The phase is a persistent buffer: it travels with checkpoints.
-    """
-
-    def __init__(self, d_model: int, groups: int, k: int) -> None:
-        super().__init__(d_model, groups, balance_coef=0.0)
-        check_arg(isinstance(k, int) and 1 <= k <= groups, "k", k, f"an int in [1, {groups}]")
-        nn.init.zeros_(self.gate.weight)
-        self.top_k = k
-        self.register_buffer("sparse", torch.zeros((), dtype=torch.bool))
-
-    @property
-    def k(self) -> int:
-        """Parts a token runs now: all of them in the dense phase."""
-        return self.top_k if bool(self.sparse) else self.num_experts
-
-    def sparsify(self) -> None:
-        """Switch to top-k routing (idempotent)."""
-        self.sparse.fill_(True)
-
-    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
-        T, G = logits_TE.shape
-        if not bool(self.sparse):
-            ids = torch.arange(G, device=logits_TE.device).expand(T, G)
-            return Routing(ids, torch.ones(T, G, device=logits_TE.device), logits_TE)
-        probs, ids = torch.softmax(logits_TE, dim=-1).topk(self.top_k, dim=-1)
-        return Routing(ids, probs * (G * G / self.top_k), logits_TE)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, k={self.top_k}, sparse={bool(self.sparse)}"
 
 
 def build_ffn(cfg: ModelConfig, num_experts: int, moe: bool) -> nn.Module:
@@ -419,6 +370,12 @@ class PerDatasetDetector(nn.Module):
     def sparsify(self) -> None:
         for detector in self.detectors:
             detector.sparsify()
+
+    def inactive_params(self) -> int:
+        """Parameters an image leaves idle (:func:`zoo.moe.count_params`): every detector but one, and the idle
+        experts of the one it runs."""
+        total, active = count_params(self.detectors[0])
+        return total * len(self.detectors) - active
 
     def forward(self, images: torch.Tensor, dataset_of_image: torch.Tensor | None = None,
                 class_mask: torch.Tensor | None = None) -> DetOutput:

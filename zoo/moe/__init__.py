@@ -11,12 +11,12 @@ from typing import Any
 
 _HOMES = {
     "config": ("MoEConfig",),
-    "experts": ("Experts", "FFNExperts", "ModuleExperts", "SharedExperts", "SpecialExperts"),
+    "experts": ("Experts", "FFNExperts", "ModuleExperts", "SharedExperts", "SpecialExperts", "split_dense_ffn"),
     "layer": ("MoELayer", "MoEOutput", "build_router", "collect", "count_params", "on_optimizer_step", "routers",
               "total_aux_loss"),
     "losses": ("importance_loss", "load_balance_loss", "router_z_loss", "routing_entropy", "smooth_load_loss"),
     "routing": ("ROUTERS", "AuxFreeRouter", "DenseToSparseRouter", "DomainRouter", "ExpertChoiceRouter", "HashRouter",
-                "Router", "Routing", "SoftRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
+                "Router", "Routing", "SoftRouter", "SplitRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
     "stats": ("ExpertStats", "routing_stats"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -52,6 +52,7 @@ __all__ = [
     "Routing",
     "SharedExperts",
     "SoftRouter",
+    "SplitRouter",
     "SpecialExperts",
     "ThresholdRouter",
     "TopKRouter",
@@ -66,6 +67,7 @@ __all__ = [
     "routers",
     "routing_entropy",
     "routing_stats",
+    "split_dense_ffn",
     "smooth_load_loss",
     "total_aux_loss",
 ]

@@ -198,3 +198,13 @@ class SharedExperts(nn.Module):
             gate_T1 = F.linear(x_TD.float(), self.gate.weight.float())
             y_TD = y_TD * torch.sigmoid(gate_T1).to(dtype)
         return y_TD
+
+
+def split_dense_ffn(w1_DF: torch.Tensor, w2_FD: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a dense FFN's hidden units into ``groups`` consecutive slices: ``w1[G, D, F/G]``, ``w2[G, F/G, D]``.
+
+    ``Σ_g gelu(x w1_g) w2_g = gelu(x w1) w2``: the activation is element-wise, so the parts sum to the dense FFN.
+    """
+    D, F_ = w1_DF.shape
+    check_arg(F_ % groups == 0, "groups", groups, f"a divisor of the hidden width {F_}")
+    return w1_DF.reshape(D, groups, F_ // groups).permute(1, 0, 2).contiguous(), w2_FD.reshape(groups, F_ // groups, D)

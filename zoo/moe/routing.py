@@ -545,3 +545,44 @@ ROUTERS: dict[str, type[Router]] = {
     "domain": DomainRouter,
     "dense_to_sparse": DenseToSparseRouter,
 }
+
+
+class SplitRouter(Router):
+    """Router of a dense FFN cut into ``G`` parts (:func:`zoo.moe.split_dense_ffn`; Dynamic-DINO-style MoE-fication):
+    dense first, then learned top-k over the parts.
+
+    Dense phase: every part runs with weight 1, so the layer is exactly the dense FFN the parts were cut from.
+    After :meth:`sparsify`: the top-``k`` parts of ``p = softmax(x W)`` run with weight ``(G / k) · G · p_e``.
+    The gate starts at zero, so routing starts uniform (``p_e = 1/G``): then ``G · p_e = 1`` and each chosen part
+    is scaled by ``G / k``, which makes the output an unbiased estimate of the dense sum over all G parts when the
+    k are a uniform random choice (each part is chosen with probability k/G). Weights keep the raw probabilities
+    (not renormalised over the k), so the gate learns from the task loss for every k, k = 1 included.
+    The phase is a persistent buffer: it travels with checkpoints.
+    """
+
+    def __init__(self, d_model: int, groups: int, k: int) -> None:
+        super().__init__(d_model, groups, balance_coef=0.0)
+        check_arg(isinstance(k, int) and 1 <= k <= groups, "k", k, f"an int in [1, {groups}]")
+        nn.init.zeros_(self.gate.weight)
+        self.top_k = k
+        self.register_buffer("sparse", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def k(self) -> int:
+        """Parts a token runs now: all of them in the dense phase."""
+        return self.top_k if bool(self.sparse) else self.num_experts
+
+    def sparsify(self) -> None:
+        """Switch to top-k routing (idempotent)."""
+        self.sparse.fill_(True)
+
+    def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
+        T, G = logits_TE.shape
+        if not bool(self.sparse):
+            ids = torch.arange(G, device=logits_TE.device).expand(T, G)
+            return Routing(ids, torch.ones(T, G, device=logits_TE.device), logits_TE)
+        probs, ids = torch.softmax(logits_TE, dim=-1).topk(self.top_k, dim=-1)
+        return Routing(ids, probs * (G * G / self.top_k), logits_TE)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.top_k}, sparse={bool(self.sparse)}"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from zoo.errors import ZooValueError
-from zoo.moe import FFNExperts, MoELayer, count_params
+from zoo.moe import FFNExperts, MoELayer, SplitRouter, count_params, split_dense_ffn
 from zoo.tasks.detection.config import ModelConfig
 from zoo.tasks.detection.models import (
     MASKED_LOGIT,
@@ -19,13 +19,11 @@ from zoo.tasks.detection.models import (
     DetOutput,
     DetrLite,
     PerDatasetDetector,
-    SplitRouter,
     box_sine,
     build_detector,
     inverse_sigmoid,
     postprocess,
     sine_positions,
-    split_dense_ffn,
 )
 
 C, E, S, B = 5, 3, 32, 3
@@ -294,6 +292,12 @@ def test_per_dataset_detector_runs_each_image_through_its_own_detector():
         model(images)
     with pytest.raises(ZooValueError, match="dataset indices"):
         model(images, torch.tensor([0, 1, 3, 0]))
+
+
+@pytest.mark.parametrize("decoder", ["dense", "moe"])
+def test_active_params_of_one_model_per_dataset_are_one_detector(decoder):
+    one = count_params(build_detector(small(decoder=decoder), C, E, S))
+    assert count_params(build_detector(small(decoder=decoder, per_dataset=True), C, E, S, 3)) == (3 * one[0], one[1])
 
 
 def test_active_params_of_top1_moe_equal_its_dense_twin_plus_routers():
