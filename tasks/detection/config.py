@@ -87,11 +87,12 @@ class ModelConfig:
     ``stride``: the backbone feature map the encoder reads (8: 8×8 tokens at 64 px; 4: 16×16, for small objects).
     ``two_stage``: the decoder's reference boxes are the top-``queries`` proposals of the encoder (a class and a
     box per memory token, trained with the same set loss; Deformable DETR's two-stage, DINO's mixed query
-    selection) instead of learned ones. ``box_attention``: the decoder's cross-attention gets an SMCA-style Gaussian prior around each query's
-    reference box (learned per-head widths). ``class_loss``: ``focal`` (sigmoid focal loss, α 0.25, γ 2, and the focal matching cost; Deformable DETR,
-    DINO) or ``softmax`` (DETR's cross-entropy with a "no object" class weighted ``no_object_weight``). The class
-    term is weighted ``cost_class`` in matching; in the loss the focal term is weighted ``cost_class`` too
-    (Deformable DETR), softmax CE 1 (DETR); L1 and GIoU ``cost_l1`` and ``cost_giou`` in both.
+    selection) instead of learned ones. ``box_attention``: the decoder's cross-attention gets an SMCA-style
+    Gaussian prior around each query's reference box (learned per-head widths). ``class_loss``: ``focal`` (sigmoid
+    focal loss, α 0.25, γ 2, and the focal matching cost; Deformable DETR, DINO) or ``softmax`` (DETR's
+    cross-entropy with a "no object" class weighted ``no_object_weight``). The class term is weighted
+    ``cost_class`` in matching; in the loss the focal term is weighted ``cost_class`` too (Deformable DETR),
+    softmax CE 1 (DETR); L1 and GIoU ``cost_l1`` and ``cost_giou`` in both.
     """
 
     backbone: str = "resnet10t"
@@ -136,8 +137,10 @@ class ModelConfig:
                      "split_groups", "split_k"):
             value = getattr(self, name)
             check_arg(isinstance(value, int) and value >= 1, f"model.{name}", value, "a positive int")
-        check_arg(self.d_model % self.heads == 0, "model.heads", self.heads, f"a divisor of model.d_model={self.d_model}")
-        check_arg(all(isinstance(i, int) and 0 <= i < self.decoder_layers for i in self.moe_layers), "model.moe_layers",
+        check_arg(self.d_model % self.heads == 0, "model.heads", self.heads,
+                  f"a divisor of model.d_model={self.d_model}")
+        check_arg(all(isinstance(i, int) and 0 <= i < self.decoder_layers for i in self.moe_layers),
+                  "model.moe_layers",
                   self.moe_layers, f"decoder layer indices in [0, {self.decoder_layers})")
         check_arg(self.num_experts is None or (isinstance(self.num_experts, int) and self.num_experts >= 1),
                   "model.num_experts", self.num_experts, "None or a positive int")

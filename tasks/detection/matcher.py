@@ -2,8 +2,9 @@
 
 Per image the cost of giving query q target j is ``cost_class · class_cost + cost_l1 · ‖b_q − b_j‖₁ −
 cost_giou · GIoU(b_q, b_j)`` (boxes cxcywh in [0, 1]), the class cost being ``−p_q(label_j)`` for softmax logits
-or, for sigmoid logits, the focal loss of calling it ``label_j`` less that of not (Deformable DETR); scipy's ``linear_sum_assignment`` finds the cheapest
-assignment, so each target gets exactly one query (every target when there are at least as many queries).
+or, for sigmoid logits, the focal loss of calling it ``label_j`` less that of not (Deformable DETR); scipy's
+``linear_sum_assignment`` finds the cheapest assignment, so each target gets exactly one query (every target when
+there are at least as many queries).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ FOCAL_GAMMA = 2.0
 
 
 def focal_class_cost(logits: torch.Tensor) -> torch.Tensor:
-    """``[N, C]`` focal cost of predicting each class: ``α (1 − p)^γ (−log p) − (1 − α) p^γ (−log(1 − p))``,
-    ``p = σ(logit)`` (log-sigmoids keep it finite for masked, very negative logits)."""
+    """``[N, C]`` focal cost of predicting each class:
+    ``α (1 − p)^γ (−log p) − (1 − α) p^γ (−log(1 − p))``, ``p = σ(logit)`` (log-sigmoids keep it finite for
+    masked, very negative logits)."""
     p = logits.sigmoid()
     pos = FOCAL_ALPHA * (1 - p) ** FOCAL_GAMMA * -F.logsigmoid(logits)
     neg = (1 - FOCAL_ALPHA) * p**FOCAL_GAMMA * -F.logsigmoid(-logits)

@@ -20,16 +20,15 @@ Domains (index, name, classes, training images at ``scale=1``):
 5. ``rects``: rectangles at random angles on a sine-grating texture; ``long`` (aspect 2.5-4) and ``squat``
    (aspect 1-1.5); 800.
 
-Every image holds 1-8 labelled objects (plus distractors) whose box has a longer side of 6-28 px, placed so that no two boxes
-(labelled or not) have IoU above :data:`MAX_IOU`; a placement that fails :data:`PLACEMENT_TRIES` times is dropped,
-the first object never is. A box is the bounds of its object's drawn pixels, outline included (for ``rects`` the
-axis-aligned bounds of the rotated shape), in continuous coordinates: ``[c0, r0, c1 + 1, r1 + 1]`` for pixel rows
+Every image holds 1-8 labelled objects (plus distractors) whose box has a longer side of 6-28 px, placed so that no
+two boxes (labelled or not) have IoU above :data:`MAX_IOU`; a placement that fails :data:`PLACEMENT_TRIES` times is
+dropped, the first object never is. A box is the bounds of its object's drawn pixels, outline included (for ``rects``
+the axis-aligned bounds of the rotated shape), in continuous coordinates: ``[c0, r0, c1 + 1, r1 + 1]`` for pixel rows
 r0..r1 and columns c0..c1. Objects are drawn in order, later ones over earlier ones. Then each image gets a colour
-jitter (a per-channel gain in [0.85, 1.15] and an offset in [-15, 15]) and Gaussian pixel noise (sd 4), and is
-rounded to uint8. Test sets hold 200 images each. Image i of domain d and split s is drawn from
-``SeedSequence([seed, d, s, i])`` (s = 0 train, 1 test), so a larger split starts with the images of a smaller one
-and every image can be drawn alone. The sizes scale with ``scale`` (at least one image each).
-"""
+jitter (a per-channel gain in [0.85, 1.15] and an offset in [-15, 15]) and Gaussian pixel noise (sd 4), and is rounded
+to uint8. Test sets hold 200 images each. Image i of domain d and split s is drawn from ``SeedSequence([seed, d, s,
+i])`` (s = 0 train, 1 test), so a larger split starts with the images of a smaller one and every image can be drawn
+alone. The sizes scale with ``scale`` (at least one image each). """
 
 from __future__ import annotations
 

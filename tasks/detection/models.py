@@ -130,8 +130,8 @@ def box_sine(boxes: torch.Tensor, d_model: int, temperature: float = 10000.0) ->
 class BoxAttentionPrior(nn.Module):
     """SMCA-style spatial prior of the cross-attention (Gao et al. 2021): a log-Gaussian bump around each query's
     reference box, ``−½ [((x − cx) / σx)² + ((y − cy) / σy)²]`` over the memory cells' centres, with
-    ``σ = s_head · (w, h) / 2 + 1 / (2 · grid)`` (half a cell keeps tiny boxes from seeing a single cell). The per-head
-    scales ``s`` are learned, initialised from ½ to 2, so the heads look at the box and at its surroundings.
+    ``σ = s_head · (w, h) / 2 + 1 / (2 · grid)`` (half a cell keeps tiny boxes from seeing a single cell). The
+    per-head scales ``s`` are learned, initialised from ½ to 2, so the heads look at the box and at its surroundings.
 
     Args:
         heads: cross-attention heads.
@@ -260,8 +260,8 @@ class DetrLite(nn.Module):
 
     def _init_queries(self) -> None:
         """Reference centres uniform over the image, sizes ``INIT_BOX_SIZE``; zero last box layers (the first
-        prediction is the reference box, a proposal its cell's anchor); with the focal loss a class bias of ``−log((1 − π) / π)``, π = 0.01,
-        so every class starts at probability π (RetinaNet's prior)."""
+        prediction is the reference box, a proposal its cell's anchor); with the focal loss a class bias of
+        ``−log((1 − π) / π)``, π = 0.01, so every class starts at probability π (RetinaNet's prior)."""
         if self.reference is not None:
             with torch.no_grad():
                 self.reference.weight[:, :2].uniform_(0, 1)
@@ -445,7 +445,8 @@ def postprocess(out: DetOutput, image_sizes: torch.Tensor, top: int = 100) -> li
         top: detections kept per image (at most Q·C).
 
     Returns:
-        Per image ``boxes [N, 4]`` xyxy pixels (float, clipped to the input), ``scores [N]`` and ``labels [N]`` (int64), best first.
+        Per image ``boxes [N, 4]`` xyxy pixels (float, clipped to the input), ``scores [N]`` and ``labels [N]``
+        (int64), best first.
     """
     from torchvision.ops import box_convert
 

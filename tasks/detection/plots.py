@@ -98,7 +98,8 @@ def draw_detections(image: np.ndarray, boxes: Any, labels: Any, scores: Any | No
         texts = [class_names[k] if scores is None else f"{class_names[k]} {s:.2f}"
                  for k, s in zip(labels, scores if scores is not None else labels)]
         drawn = draw_bounding_boxes(torch.from_numpy(pixels).permute(2, 0, 1), torch.from_numpy(outline), texts,
-                                    colors=[colors[k] for k in labels], fill_labels=True, width=max(1, round(max(height, width) / 256)))
+                                    colors=[colors[k] for k in labels], fill_labels=True,
+                                    width=max(1, round(max(height, width) / 256)))
         pixels = drawn.permute(1, 2, 0).contiguous().numpy()
     if path is not None:
         from PIL import Image

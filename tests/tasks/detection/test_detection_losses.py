@@ -1,5 +1,5 @@
-"""Detection objective: set loss (softmax CE and sigmoid focal) against per-query loops, empty images, DAMEX and vanilla routing losses against
-per-token loops, gradients to the router gate, and a one-batch overfit."""
+"""Detection objective: set loss (softmax CE and sigmoid focal) against per-query loops, empty images, DAMEX and
+vanilla routing losses against per-token loops, gradients to the router gate, and a one-batch overfit."""
 
 from __future__ import annotations
 

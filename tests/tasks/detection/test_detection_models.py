@@ -100,7 +100,8 @@ def test_box_sine_of_a_cell_centre_is_the_grid_encoding_of_that_cell():
     assert enc.shape == (h * w, 2 * d)
     torch.testing.assert_close(enc[:, :d], grid)
     torch.testing.assert_close(enc[:, d:], box_sine(boxes[:, [3, 2, 3, 2]], d)[:, :d])  # w, h encoded as cy, cx
-    torch.testing.assert_close(inverse_sigmoid(torch.tensor([0.25, 0.0])), torch.tensor([math.log(1 / 3), math.log(1e-5)]),
+    torch.testing.assert_close(inverse_sigmoid(torch.tensor([0.25, 0.0])),
+                               torch.tensor([math.log(1 / 3), math.log(1e-5)]),
                                rtol=1e-4, atol=1e-4)
     assert torch.isfinite(inverse_sigmoid(torch.tensor(1.0)))
 

@@ -208,3 +208,48 @@ def test_task_metadata_imports_no_heavy_module():
             "print(sorted(m for m in ('torch', 'lightning', 'torchvision', 'timm', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _coco_split(folder, domain, split, count):
+    """``count`` Mini-UODB images of one domain written as PNGs with a COCO JSON, as a user's dataset would be."""
+    gen = MiniUODB(seed=11)
+    classes = gen.dataset(domain, "test").classes
+    images, annotations = [], []
+    for i in range(count):
+        image, boxes, labels, _ = gen.render(domain, split, i)
+        name = f"{split}_{i}.png"
+        Image.fromarray(image).save(folder / name)
+        images.append({"id": i, "file_name": name, "width": 64, "height": 64})
+        for box, label in zip(boxes.tolist(), labels.tolist()):
+            annotations.append({"id": len(annotations), "image_id": i, "category_id": label + 1, "iscrowd": 0,
+                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+    categories = [{"id": c + 1, "name": name} for c, name in enumerate(classes)]
+    path = folder / f"{split}.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def test_a_users_coco_dataset_trains_from_the_command_line(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    train, test = _coco_split(folder, "signs", "train", 24), _coco_split(folder, "signs", "test", 8)
+    spec = f"[{{name: mine, annotations: {train}, images: {folder}, test_annotations: {test}}}]"
+    argv = ["train", "detection", "--recipe", "dense_miniuodb", "--set", f"data.coco={spec}", "--set",
+            "data.miniuodb=[]", "--set", "data.real=[]", "--set", "trainer.max_epochs=1", "--set",
+            "model.d_model=32", "--out", str(tmp_path / "run"), "--no-progress", "--json"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    metrics = metrics.get("metrics", metrics)
+    assert 0 <= metrics["test/ap50/mine"] <= 1 and metrics["test/ap50_mean"] == metrics["test/ap50/mine"]
+    info = modelinfo.load_run(tmp_path / "run")
+    assert info["datasets"] == ["mine"] and info["classes"][0] == "mine/prohibitory"
+
+
+def test_a_users_coco_dataset_without_a_test_split_is_one_line(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    train = _coco_split(folder, "faces", "train", 4)
+    cfg = _config(**{"data.coco": [{"name": "mine", "annotations": str(train), "images": str(folder)}],
+                     "data.miniuodb": [], "data.real": []})
+    with pytest.raises(ZooValueError, match="has no test_annotations"):
+        TASK.build_datamodule(cfg).setup("test")
