@@ -55,9 +55,9 @@ class DataConfig:
         for name in self.real:
             check_arg(name in REAL_SETS, "data.real", name, REAL_SETS)
         for i, spec in enumerate(self.coco):
-            check_arg(isinstance(spec, dict) and {"name", "annotations", "images"} <= set(spec), f"data.coco[{i}]",
-                      spec, "a mapping with name, annotations and images (and optionally test_annotations, "
-                      "test_images)")
+            check_arg(isinstance(spec, dict) and {"name", "annotations", "images", "test_annotations"} <= set(spec),
+                      f"data.coco[{i}]", spec, "a mapping with name, annotations, images and test_annotations (and "
+                      "test_images when the test images are in another folder)")
         check_arg(bool(self.miniuodb or self.real or self.coco), "data", "no datasets",
                   "at least one of data.miniuodb, data.real, data.coco")
         check_arg(self.sampling in SAMPLINGS, "data.sampling", self.sampling, SAMPLINGS)
@@ -139,19 +139,26 @@ class ModelConfig:
             check_arg(isinstance(value, int) and value >= 1, f"model.{name}", value, "a positive int")
         check_arg(self.d_model % self.heads == 0, "model.heads", self.heads,
                   f"a divisor of model.d_model={self.d_model}")
+        check_arg(self.d_model % 4 == 0, "model.d_model", self.d_model, "a multiple of 4 (2-D sine positions)")
         check_arg(all(isinstance(i, int) and 0 <= i < self.decoder_layers for i in self.moe_layers),
-                  "model.moe_layers",
-                  self.moe_layers, f"decoder layer indices in [0, {self.decoder_layers})")
+                  "model.moe_layers", self.moe_layers, f"decoder layer indices in [0, {self.decoder_layers})")
         check_arg(self.num_experts is None or (isinstance(self.num_experts, int) and self.num_experts >= 1),
                   "model.num_experts", self.num_experts, "None or a positive int")
         check_arg(self.capacity_factor > 0, "model.capacity_factor", self.capacity_factor, "a float > 0")
-        check_arg(self.split_k <= self.split_groups and self.ffn_hidden % self.split_groups == 0, "model.split_groups",
-                  self.split_groups, f"a divisor of model.ffn_hidden={self.ffn_hidden} and >= model.split_k")
+        if self.decoder == "split":
+            check_arg(self.split_k <= self.split_groups and self.ffn_hidden % self.split_groups == 0,
+                      "model.split_groups", self.split_groups,
+                      f"a divisor of model.ffn_hidden={self.ffn_hidden} and >= model.split_k")
         check_arg(isinstance(self.split_epochs, int) and self.split_epochs >= 0, "model.split_epochs",
                   self.split_epochs, "an int >= 0")
         check_arg(0 <= self.dropout < 1, "model.dropout", self.dropout, "a float in [0, 1)")
         check_arg(not (self.routing == "oracle" and self.decoder != "moe"), "model.routing", self.routing,
                   "learned unless model.decoder=moe")
+        check_arg(not (self.routing == "oracle" and self.per_dataset), "model.routing", self.routing,
+                  "learned with model.per_dataset=true (each dataset has its own detector already)")
+        check_arg(not (self.routing_loss == "damex" and self.decoder != "moe"), "model.routing_loss",
+                  self.routing_loss, "vanilla or none unless model.decoder=moe (DAMEX maps datasets to the MoE's "
+                  "experts)")
         for name in ("routing_loss_weight", "no_object_weight", "cost_class", "cost_l1", "cost_giou"):
             check_arg(getattr(self, name) >= 0, f"model.{name}", getattr(self, name), "a float >= 0")
 

@@ -66,9 +66,6 @@ def _coco(spec: dict[str, Any], split: str) -> DetDataset:
 
     if split == "train":
         return load_coco(spec["annotations"], spec["images"], name=str(spec["name"]))
-    if "test_annotations" not in spec:
-        raise ZooValueError(f"data.coco dataset {spec['name']!r} has no test_annotations; give the test split's "
-                            "COCO JSON (and test_images if its images are elsewhere)")
     return load_coco(spec["test_annotations"], spec.get("test_images", spec["images"]), name=str(spec["name"]))
 
 
@@ -142,11 +139,12 @@ class DetectionDataModule(L.LightningDataModule):
         self.test: DatasetMix | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and self.train is None:
+        """Both mixes whatever the stage: a test split that cannot be read or disagrees with the training classes
+        is reported before training, not after it."""
+        if self.train is None:
             self.train = build_mix(self.cfg.data, "train")
-        if stage in ("test", "predict", None) and self.test is None:
+        if self.test is None:
             self.test = build_mix(self.cfg.data, "test")
-            self.train = self.train or build_mix(self.cfg.data, "train")
             if self.test.classes != self.train.classes:
                 raise ZooValueError("the test datasets' classes differ from the training datasets' "
                                     f"({len(self.test.classes)} vs {len(self.train.classes)} unified labels); give "

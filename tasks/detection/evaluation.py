@@ -2,10 +2,11 @@
 diagnostics of the MoE decoder layers.
 
 Metrics (all under ``test/``): ``ap/<dataset>``, ``ap50/<dataset>``, their means ``ap_mean``, ``ap50_mean`` and
-``ap50_small2``, the mean AP50 of the two datasets with the fewest training images. For learned routers:
-``routing_acc`` (share of decoder tokens whose top-1 expert is their dataset's expert; no dataset label is given
-to the model), ``usage_entropy`` (nats) and ``usage_entropy_norm`` (divided by log E), each averaged over the MoE
-layers. ``images_per_s`` is the inference throughput of the pass. The expert × dataset confusion (plot
+``ap50_small2``, the mean AP50 of the two datasets with the fewest training images. For routed decoders:
+``routing_acc`` (learned routers only: share of decoder tokens whose top-1 expert is their dataset's expert; no
+dataset label is given to the model), ``routing_acc_matched`` (the same under the best one-to-one dataset ↔
+expert assignment, which also scores routers never told the mapping), ``usage_entropy`` (nats) and
+``usage_entropy_norm`` (divided by log E), each averaged over the MoE layers. ``images_per_s`` is the inference throughput of the pass. The expert × dataset confusion (plot
 ``confusion.png``, table ``confusion.npz``) and a grid of test detections (``detections.png``) are written to the
 run directory.
 """
@@ -35,7 +36,8 @@ EXAMPLE_SCORE = 0.3  # boxes drawn in the examples grid
 
 @torch.inference_mode()
 def detect(module: Any, loader: Any) -> dict[str, Any]:
-    """Predictions, targets, dataset ids and per-layer top-1 experts ``[images, Q]`` of every test image."""
+    """Predictions, targets, dataset ids and per MoE layer the expert each query went to first ``[images, Q]``
+    (the router's top choice, or the dataset's expert under oracle routing) for every test image."""
     module.eval()
     preds: list[dict[str, torch.Tensor]] = []
     targets: list[dict[str, torch.Tensor]] = []
@@ -49,8 +51,8 @@ def detect(module: Any, loader: Any) -> dict[str, Any]:
         preds += postprocess(out, sizes)
         targets += batch.targets
         datasets.append(batch.dataset_ids)
-        for layer, logits in out.router_logits.items():
-            chosen.setdefault(layer, []).append(logits.argmax(-1))
+        for layer, ids in out.chosen.items():
+            chosen.setdefault(layer, []).append(ids)
         images_seen += len(batch)
     seconds = time.perf_counter() - start
     return {"preds": preds, "targets": targets, "dataset_ids": torch.cat(datasets).numpy(),
@@ -60,23 +62,25 @@ def detect(module: Any, loader: Any) -> dict[str, Any]:
 
 def routing_metrics(chosen: Mapping[str, np.ndarray], dataset_ids: np.ndarray, info: Mapping[str, Any],
                     num_experts: int, learned: bool) -> tuple[dict[str, float], np.ndarray | None]:
-    """Routing accuracy (learned routers with a dataset → expert map only) and usage entropy, averaged over the
-    MoE layers, and the layers' mean expert × dataset confusion; ``num_experts`` is the routers' width (the split
+    """Routing accuracy (learned routers with a dataset → expert map only), matched routing accuracy and usage
+    entropy, averaged over the MoE layers, and the layers' mean expert × dataset confusion; ``num_experts`` is the routers' width (the split
     decoder's groups, not the mix's experts)."""
     if not chosen:
         return {}, None
     queries = next(iter(chosen.values())).shape[1]
     token_datasets = np.repeat(dataset_ids, queries)
-    acc, nats, norm, tables = [], [], [], []
+    acc, matched, nats, norm, tables = [], [], [], [], []
     for ids in chosen.values():
         flat = ids.reshape(-1)
         if learned:
             acc.append(M.routing_accuracy(flat, token_datasets, info["experts"]))
+        matched.append(M.matched_routing_accuracy(flat, token_datasets, num_experts, len(info["datasets"])))
         entropy = M.usage_entropy(flat, num_experts)
         nats.append(entropy[0])
         norm.append(entropy[1])
         tables.append(M.confusion(flat, token_datasets, num_experts, len(info["datasets"])))
-    out = {"test/usage_entropy": float(np.mean(nats)), "test/usage_entropy_norm": float(np.mean(norm))}
+    out = {"test/usage_entropy": float(np.mean(nats)), "test/usage_entropy_norm": float(np.mean(norm)),
+           "test/routing_acc_matched": float(np.mean(matched))}
     if acc:
         out["test/routing_acc"] = float(np.mean(acc))
     return out, np.mean(tables, axis=0)

@@ -20,7 +20,9 @@ reports them.
 The routing diagnostics read the top-1 expert of every routed token (one id per token, with the dataset of the
 image the token came from) and say whether the router learned the dataset-to-expert mapping DAMEX trains it
 towards. :func:`routing_accuracy` is the share of tokens whose top-1 expert is the one their dataset is mapped
-to; :func:`usage_entropy` is the entropy of the expert usage distribution over all tokens, in nats and divided
+to; :func:`matched_routing_accuracy` is the same share under the one-to-one dataset ↔ expert assignment that
+maximises it, so it says how dataset-bound the experts are whichever expert a dataset ended up with (vanilla
+MoE is never told a mapping); :func:`usage_entropy` is the entropy of the expert usage distribution over all tokens, in nats and divided
 by ``log E`` (1 = every expert used equally, 0 = one expert takes every token), which shows collapse onto few
 experts; :func:`confusion` is the dataset × expert table of shares (each row sums to 1) that shows where each
 dataset's tokens go, and :func:`confusion_figure` draws it as a heatmap. A dataset without tokens gets a NaN
@@ -164,6 +166,29 @@ def routing_accuracy(expert_ids: Any, dataset_ids: Any, expected_expert: Sequenc
     if not experts.size:
         return math.nan
     return float(np.mean(experts == expected[datasets]))
+
+
+def matched_routing_accuracy(expert_ids: Any, dataset_ids: Any, num_experts: int, num_datasets: int) -> float:
+    """Share of tokens routed to their dataset's expert under the best one-to-one dataset ↔ expert assignment
+    (Hungarian, on the token counts; with fewer experts than datasets some datasets get none). NaN without tokens.
+
+    Args:
+        expert_ids: [T] top-1 expert of each token.
+        dataset_ids: [T] dataset of each token.
+        num_experts: E.
+        num_datasets: D.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    check_arg(isinstance(num_datasets, int | np.integer) and num_datasets >= 1, "num_datasets", num_datasets,
+              "an int >= 1")
+    experts, datasets = _tokens(expert_ids, num_experts, dataset_ids, num_datasets)
+    if not experts.size:
+        return math.nan
+    counts = np.bincount(datasets * num_experts + experts, minlength=num_datasets * num_experts)
+    counts = counts.reshape(num_datasets, num_experts)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / experts.size)
 
 
 def usage_entropy(expert_ids: Any, num_experts: int) -> tuple[float, float]:

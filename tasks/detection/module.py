@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from zoo.errors import check_arg
 from zoo.module import StepOutput, ZooModule
 from zoo.optim import OptimConfig
 
@@ -73,6 +74,9 @@ class DetectionModule(ZooModule):
 def build_module(cfg: DetectionConfig, info: Mapping[str, Any]) -> DetectionModule:
     """The ``model.*`` detector for the info's unified classes, experts and input size."""
     num_experts = cfg.model.num_experts or int(info["num_experts"])
+    if cfg.model.routing_loss == "damex" or cfg.model.routing == "oracle":
+        check_arg(num_experts >= int(info["num_experts"]), "model.num_experts", num_experts,
+                  f">= {info['num_experts']}, the experts the mix maps its datasets to")
     network = build_detector(cfg.model, len(info["classes"]), num_experts, int(info["image_size"]),
                              len(info["datasets"]))
     return DetectionModule(network, cfg.model, {**info, "num_experts": num_experts}, cfg.optim)

@@ -1,8 +1,8 @@
 """``zoo predict detection``: boxes on one image or every image of a folder, as COCO-style results.
 
-Each image is read as RGB (grayscale repeated, alpha dropped, 16-bit scaled), letterboxed to the weights' input
-size (a larger image is shrunk, and a line on stderr says so, since objects much smaller than the training
-objects are then lost) and detected; boxes are mapped back to the image's own pixels. Rows are one per box with a
+Each image is read as RGB (grayscale repeated, alpha dropped, 16-bit scaled) and letterboxed to the weights' input
+size; an image more than :data:`LARGE` times that size gets a line on stderr, since its objects may shrink far
+below the training objects' size and detected; boxes are mapped back to the image's own pixels. Rows are one per box with a
 score at or above ``--score-thr``. ``--out`` writes them as a COCO results list (``image_id`` = the image's index
 in sorted order, ``file_name``, ``category_id`` = the unified label index, ``category_name``, ``bbox`` as
 ``[x, y, w, h]``, ``score``); ``--plot`` (one image) or ``--out-dir`` (any number) write PNGs with the boxes and

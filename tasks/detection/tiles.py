@@ -68,6 +68,8 @@ def held_out_rows(height: int, tile: int) -> int:
 def windows(height: int, width: int, tile: int, split: str) -> list[tuple[int, int]]:
     """Top-left ``(row, col)`` of the ``split`` windows of an image (module docstring); none when it is too small."""
     band = held_out_rows(height, tile)
+    if height < band:
+        return []
     if split == "test":
         top = height - band
         return [(top + r, c) for r in range(0, band - tile + 1, tile) for c in range(0, width - tile + 1, tile)]

@@ -46,6 +46,7 @@ STOCKS_WEIGHTS = "stocks/miga_g4e4.style-panel"
 RECSYS_WEIGHTS = "recsys/home.ml100k"
 RL_WEIGHTS = "rl/pmoe-sac_k4.hopper-v5"
 VAD_WEIGHTS = "video_anomaly/gsmoe.synthvad"
+DET_WEIGHTS = "detection/damex.mini-uodb"
 RECIPE = "moe_e8k2_m3-monthly"
 TRAIN = ("train", "forecasting", "--recipe", RECIPE, "--smoke", "--no-progress")
 # What `zoo train` may print before its error: the run dir it made, and that it removed it again.
@@ -112,6 +113,30 @@ def _short_row(rows: list[list[str]]) -> None:
     rows[5] = rows[5][:4]
 
 
+
+def _coco(edit: Callable[[dict], None] | None = None) -> str:
+    """A one-image COCO file naming ``a.png`` (written next to it by the inputs), edited to be wrong."""
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 6}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 3]}],
+           "categories": [{"id": 3, "name": "cat"}]}
+    if edit is not None:
+        edit(doc)
+    return json.dumps(doc)
+
+
+def _png(width: int, height: int, mode: str = "RGB") -> Callable[[], bytes]:
+    def make() -> bytes:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new(mode, (width, height)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    return make
+
+
 INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "empty.csv": "",
     "binary.bin": bytes(range(256)) * 4,
@@ -137,6 +162,13 @@ INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "list.yaml": "- data\n- model\n",
     "afile.txt": "not a directory\n",
     "full_dir/kept.txt": "someone's file\n",
+    "coco/a.png": _png(8, 6),
+    "coco/no_keys.json": json.dumps({"images": [], "annotations": []}),
+    "coco/negative_width.json": _coco(lambda d: d["annotations"][0].update(bbox=[1, 1, -4, 3])),
+    "coco/unknown_category.json": _coco(lambda d: d["annotations"][0].update(category_id=9)),
+    "coco/missing_image.json": _coco(lambda d: d["images"][0].update(file_name="gone.png")),
+    "coco/good.json": _coco(),
+    "images/broken.png": b"\x89PNG\r\n\x1a\n not really",
 }
 
 
@@ -308,6 +340,9 @@ S = ("predict", "stocks", "--weights", STOCKS_WEIGHTS)
 R = ("predict", "recsys", "--weights", RECSYS_WEIGHTS, "--user", "1")
 RL = ("predict", "rl", "--weights", RL_WEIGHTS)
 V = ("predict", "video_anomaly", "--weights", VAD_WEIGHTS)
+D = ("predict", "detection", "--weights", DET_WEIGHTS)
+DT = ("train", "detection", "--recipe", "dense_miniuodb", "--smoke", "--no-progress", "--set", "data.miniuodb=[]",
+      "--set", "data.real=[]", "--set")
 SHOW = ("config", "show", "forecasting", "--recipe", RECIPE)
 
 CASES: list[Case] = [
@@ -422,6 +457,29 @@ CASES: list[Case] = [
     Case("vad-missing-list", ("train", "video_anomaly", "--recipe", "gsmoe_synthvad", "--set", "data.source=features",
                               "--set", "data.train_list={in}/nope.list", "--set", "data.test_list={in}/nope.list"),
          2, "nope.list: no such file"),
+    # detection INPUT (an image or a folder), options, and a user's COCO datasets in a mix
+    Case("det-missing-image", (*D, "{in}/nope.png"), 2, "nope.png: no such image file or folder"),
+    Case("det-binary-image", (*D, "{in}/binary.bin"), 2, "not a readable image"),
+    Case("det-broken-png", (*D, "{in}/images/broken.png"), 2, "not a readable image"),
+    Case("det-folder-without-images", (*D, "{in}/full_dir"), 2, "no image files"),
+    Case("det-score-thr", (*D, "{in}/coco/a.png", "--score-thr", "1.5"), 2, "--score-thr=1.5 is not allowed"),
+    Case("det-plot-jpg", (*D, "{in}/coco/a.png", "--plot", "{given}/p.jpg"), 2, "ending in .png"),
+    Case("det-unknown-dataset", (*D, "{in}/coco/a.png", "--dataset", "kitti"), 2, "'kitti' is not in the weights' mix"),
+    Case("det-coco-missing-keys", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/no_keys.json, images: {in}/coco}}]"),
+         2, "categories"),
+    Case("det-coco-negative-width", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/negative_width.json, "
+                                          "images: {in}/coco}}]"), 2, "width"),
+    Case("det-coco-unknown-category", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/unknown_category.json, "
+                                            "images: {in}/coco}}]"), 2, "category_id 9, which is not in 'categories'"),
+    Case("det-coco-missing-image", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/missing_image.json, "
+                                         "images: {in}/coco}}]"), 2, "gone.png does not exist"),
+    Case("det-mix-two-names", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/good.json, images: {in}/coco}}, "
+                                    "{{name: x, annotations: {in}/coco/good.json, images: {in}/coco}}]"), 2,
+         "two datasets of the mix are named 'x'"),
+    Case("det-mix-expert-map", ("train", "detection", "--recipe", "damex_miniuodb", "--smoke", "--set",
+                                "data.experts={{miniuodb/digits: 0}}"), 2, "gives no expert to dataset(s)"),
+    Case("det-unknown-domain", ("train", "detection", "--recipe", "damex_miniuodb", "--set", "data.miniuodb=[cats]"),
+         2, "data.miniuodb"),
     # rl INPUT (an environment id)
     Case("rl-unknown-env", (*RL, "NoSuchEnv-v0"), 2, "unknown environment id 'NoSuchEnv-v0'", marks=(needs_rl,)),
     Case("rl-env-typo", (*RL, "Hopper-v9"), 2, "did you mean Hopper-v5", marks=(needs_rl,)),

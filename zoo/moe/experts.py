@@ -206,5 +206,7 @@ def split_dense_ffn(w1_DF: torch.Tensor, w2_FD: torch.Tensor, groups: int) -> tu
     ``Σ_g gelu(x w1_g) w2_g = gelu(x w1) w2``: the activation is element-wise, so the parts sum to the dense FFN.
     """
     D, F_ = w1_DF.shape
-    check_arg(F_ % groups == 0, "groups", groups, f"a divisor of the hidden width {F_}")
+    check_arg(tuple(w2_FD.shape) == (F_, D), "w2.shape", tuple(w2_FD.shape), f"({F_}, {D}), the transpose of w1's")
+    check_arg(isinstance(groups, int) and groups >= 1 and F_ % groups == 0, "groups", groups,
+              f"a positive divisor of the hidden width {F_}")
     return w1_DF.reshape(D, groups, F_ // groups).permute(1, 0, 2).contiguous(), w2_FD.reshape(groups, F_ // groups, D)

@@ -551,13 +551,13 @@ class SplitRouter(Router):
     """Router of a dense FFN cut into ``G`` parts (:func:`zoo.moe.split_dense_ffn`; Dynamic-DINO-style MoE-fication):
     dense first, then learned top-k over the parts.
 
-    Dense phase: every part runs with weight 1, so the layer is exactly the dense FFN the parts were cut from.
-    After :meth:`sparsify`: the top-``k`` parts of ``p = softmax(x W)`` run with weight ``(G / k) · G · p_e``.
-    The gate starts at zero, so routing starts uniform (``p_e = 1/G``): then ``G · p_e = 1`` and each chosen part
-    is scaled by ``G / k``, which makes the output an unbiased estimate of the dense sum over all G parts when the
-    k are a uniform random choice (each part is chosen with probability k/G). Weights keep the raw probabilities
-    (not renormalised over the k), so the gate learns from the task loss for every k, k = 1 included.
-    The phase is a persistent buffer: it travels with checkpoints.
+    Dense phase: every part runs, with weight ``G · p_e`` for ``p = softmax(x W)``. The gate starts at zero, so
+    every weight starts at 1 and the layer is exactly the dense FFN the parts were cut from; the gate then learns,
+    per token, which parts matter, so sparsifying does not start from a tie (a zero gate would send every token
+    to the same k parts). After :meth:`sparsify`: the top-``k`` parts run with weight ``(G / k) · G · p_e``; the
+    factor ``G / k`` keeps the layer's output scale when the gate is near uniform (k parts then stand in for G).
+    Weights keep the raw probabilities (not renormalised over the k), so the gate learns from the task loss for
+    every k, k = 1 included. The phase is a persistent buffer: it travels with checkpoints.
     """
 
     def __init__(self, d_model: int, groups: int, k: int) -> None:
@@ -578,10 +578,10 @@ class SplitRouter(Router):
 
     def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
         T, G = logits_TE.shape
+        probs_TE = torch.softmax(logits_TE, dim=-1)
         if not bool(self.sparse):
-            ids = torch.arange(G, device=logits_TE.device).expand(T, G)
-            return Routing(ids, torch.ones(T, G, device=logits_TE.device), logits_TE)
-        probs, ids = torch.softmax(logits_TE, dim=-1).topk(self.top_k, dim=-1)
+            return Routing(torch.arange(G, device=logits_TE.device).expand(T, G), probs_TE * G, logits_TE)
+        probs, ids = probs_TE.topk(self.top_k, dim=-1)
         return Routing(ids, probs * (G * G / self.top_k), logits_TE)
 
     def extra_repr(self) -> str:

@@ -13,6 +13,7 @@ import torch
 
 from zoo.errors import ZooValueError
 from zoo.tasks.detection.metrics import (
+    matched_routing_accuracy,
     confusion,
     confusion_figure,
     detection_ap,
@@ -260,3 +261,15 @@ def test_confusion_figure_is_readable(names, experts, annotated, overlapping_tex
     assert overlapping_texts(fig) == []
     with pytest.raises(ZooValueError, match="confusion matrix must be"):
         confusion_figure(matrix[:, :-1], names, experts)
+
+
+def test_matched_routing_accuracy_is_blind_to_which_expert_a_dataset_got():
+    datasets = np.repeat([0, 1, 2], 4)
+    permuted = np.array([2, 2, 2, 0, 1, 1, 1, 1, 0, 0, 0, 0])  # dataset 0 → expert 2 (3 of 4), 1 → 1, 2 → 0
+    assert matched_routing_accuracy(permuted, datasets, 3, 3) == pytest.approx(11 / 12)
+    assert routing_accuracy(permuted, datasets, [0, 1, 2]) == pytest.approx(5 / 12)
+    # every token on one expert: one dataset can be matched to it, the others get nothing
+    assert matched_routing_accuracy(np.zeros(12, np.int64), datasets, 3, 3) == pytest.approx(4 / 12)
+    # fewer experts than datasets: the best two datasets are matched
+    assert matched_routing_accuracy(np.array([0] * 4 + [1] * 4 + [1] * 4), datasets, 2, 3) == pytest.approx(8 / 12)
+    assert np.isnan(matched_routing_accuracy(np.zeros(0, np.int64), np.zeros(0, np.int64), 3, 3))

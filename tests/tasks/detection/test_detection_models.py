@@ -32,7 +32,9 @@ SMALL = {"d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 3, "q
 
 
 def small(**kw) -> ModelConfig:
-    return ModelConfig(**{**SMALL, **kw})
+    """A small config; rows without the MoE decoder get no routing loss (DAMEX's needs it)."""
+    loss = {} if kw.get("decoder", "moe") == "moe" else {"routing_loss": "none"}
+    return ModelConfig(**{**SMALL, **loss, **kw})
 
 
 @pytest.fixture(autouse=True)
@@ -193,6 +195,24 @@ def test_split_dense_phase_equals_the_dense_ffn():
     torch.testing.assert_close(layer(x).y, dense(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ZooValueError, match="groups"):
         split_dense_ffn(dense.experts.w1[0], dense.experts.w2[0], 5)
+    with pytest.raises(ZooValueError, match="groups"):
+        split_dense_ffn(dense.experts.w1[0], dense.experts.w2[0], 0)
+    with pytest.raises(ZooValueError, match="w2.shape"):
+        split_dense_ffn(dense.experts.w1[0], dense.experts.w2[0].T, 4)
+
+
+def test_split_gate_learns_in_the_dense_phase_so_sparsifying_starts_from_learned_preferences():
+    torch.manual_seed(0)
+    layer = split_layer(DenseFFN(8, 12), 4, 2)
+    x = torch.randn(6, 8)
+    layer(x).y.pow(2).sum().backward()
+    grad = layer.router.gate.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    with torch.no_grad():
+        layer.router.gate.weight.normal_()
+    layer.router.sparsify()
+    chosen = layer(x).routing.ids
+    assert len({tuple(sorted(row)) for row in chosen.tolist()}) > 1  # tokens no longer share one choice
 
 
 def test_split_decoder_starts_as_the_dense_ffn_it_was_cut_from():

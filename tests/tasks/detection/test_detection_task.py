@@ -196,11 +196,17 @@ def test_training_is_reproducible(tmp_path):
     ({"data.experts": {"miniuodb/digits": 0}}, "gives no expert"),
     ({"model.routing": "oracle", "model.decoder": "dense"}, "model.routing"),
     ({"model.moe_layers": [5]}, "model.moe_layers"),
+    ({"model.decoder": "split"}, "model.routing_loss"),
+    ({"model.per_dataset": True, "model.routing": "oracle"}, "model.routing"),
+    ({"model.d_model": 30, "model.heads": 2}, "model.d_model"),
+    ({"model.num_experts": 2}, "model.num_experts"),
 ])
 def test_bad_configs_are_one_line(layer, message):
     with pytest.raises(ZooValueError, match=message):
         cfg = _config(**layer)
-        TASK.build_datamodule(cfg).setup("fit")
+        dm = TASK.build_datamodule(cfg)
+        dm.setup("fit")
+        TASK.build_module(cfg, TASK.model_info(cfg, dm))
 
 
 def test_task_metadata_imports_no_heavy_module():
@@ -249,7 +255,16 @@ def test_a_users_coco_dataset_without_a_test_split_is_one_line(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     train = _coco_split(folder, "faces", "train", 4)
-    cfg = _config(**{"data.coco": [{"name": "mine", "annotations": str(train), "images": str(folder)}],
-                     "data.miniuodb": [], "data.real": []})
-    with pytest.raises(ZooValueError, match="has no test_annotations"):
-        TASK.build_datamodule(cfg).setup("test")
+    with pytest.raises(ZooValueError, match="test_annotations"):
+        _config(**{"data.coco": [{"name": "mine", "annotations": str(train), "images": str(folder)}],
+                   "data.miniuodb": [], "data.real": []})
+
+
+def test_a_test_split_with_other_categories_fails_before_training(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    train, test = _coco_split(folder, "faces", "train", 4), _coco_split(folder, "signs", "test", 4)
+    cfg = _config(**{"data.coco": [{"name": "mine", "annotations": str(train), "images": str(folder),
+                                    "test_annotations": str(test)}], "data.miniuodb": [], "data.real": []})
+    with pytest.raises(ZooValueError, match="test datasets' classes differ"):
+        TASK.build_datamodule(cfg).setup("fit")

@@ -76,6 +76,7 @@ def test_windows_by_hand():
     assert sorted({c for _, c in train}) == [0, 64, 128, 192, 256, 272]
     assert len(train) == 24
     assert windows(100, 100, 128, "train") == [] and windows(100, 100, 128, "test") == []
+    assert windows(100, 300, 128, "test") == []  # shorter than one tile: no window, not a negative row
 
 
 def test_half_area_rule_against_a_loop():
