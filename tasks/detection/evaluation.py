@@ -3,12 +3,12 @@ diagnostics of the MoE decoder layers.
 
 Metrics (all under ``test/``): ``ap/<dataset>``, ``ap50/<dataset>``, their means ``ap_mean``, ``ap50_mean`` and
 ``ap50_small2``, the mean AP50 of the two datasets with the fewest training images. For routed decoders:
-``routing_acc`` (learned routers only: share of decoder tokens whose top-1 expert is their dataset's expert; no
-dataset label is given to the model), ``routing_acc_matched`` (the same under the best one-to-one dataset ↔
-expert assignment, which also scores routers never told the mapping), ``usage_entropy`` (nats) and
-``usage_entropy_norm`` (divided by log E), each averaged over the MoE layers. ``images_per_s`` is the inference throughput of the pass. The expert × dataset confusion (plot
-``confusion.png``, table ``confusion.npz``) and a grid of test detections (``detections.png``) are written to the
-run directory.
+``routing_acc`` (the MoE decoder: share of decoder tokens whose top-1 expert is their dataset's expert; a learned
+router is given no dataset label, the oracle scores 1 by construction), ``routing_acc_matched`` (the same under the
+best one-to-one dataset ↔ expert assignment, which also scores routers never told the mapping), ``usage_entropy``
+(nats) and ``usage_entropy_norm`` (divided by log E), each averaged over the MoE layers. ``images_per_s`` is the
+inference throughput of the pass. The expert × dataset confusion (plot ``confusion.png``, table ``confusion.npz``)
+and a grid of test detections (``detections.png``) are written to the run directory.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ def detect(module: Any, loader: Any) -> dict[str, Any]:
 
 
 def routing_metrics(chosen: Mapping[str, np.ndarray], dataset_ids: np.ndarray, info: Mapping[str, Any],
-                    num_experts: int, learned: bool) -> tuple[dict[str, float], np.ndarray | None]:
-    """Routing accuracy (learned routers with a dataset → expert map only), matched routing accuracy and usage
-    entropy, averaged over the MoE layers, and the layers' mean expert × dataset confusion; ``num_experts`` is the routers' width (the split
-    decoder's groups, not the mix's experts)."""
+                    num_experts: int, mapped: bool) -> tuple[dict[str, float], np.ndarray | None]:
+    """Routing accuracy (the MoE decoder, whose experts the mix maps datasets to), matched routing accuracy and
+    usage entropy, averaged over the MoE layers, and the layers' mean expert × dataset confusion; ``num_experts``
+    is the routers' width (the split decoder's groups, not the mix's experts)."""
     if not chosen:
         return {}, None
     queries = next(iter(chosen.values())).shape[1]
@@ -72,7 +72,7 @@ def routing_metrics(chosen: Mapping[str, np.ndarray], dataset_ids: np.ndarray, i
     acc, matched, nats, norm, tables = [], [], [], [], []
     for ids in chosen.values():
         flat = ids.reshape(-1)
-        if learned:
+        if mapped:
             acc.append(M.routing_accuracy(flat, token_datasets, info["experts"]))
         matched.append(M.matched_routing_accuracy(flat, token_datasets, num_experts, len(info["datasets"])))
         entropy = M.usage_entropy(flat, num_experts)
@@ -128,9 +128,9 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: DetectionDataModule) -> di
     ap = M.detection_ap(result["preds"], result["targets"], result["dataset_ids"], info["datasets"])
     out = {f"test/{key}": value for key, value in ap.items()}
     out["test/ap50_small2"] = smallest_ap50(ap, info)
-    learned = cfg.model.decoder == "moe" and cfg.model.routing == "learned"
+    mapped = cfg.model.decoder == "moe"
     width = module.model_cfg.split_groups if cfg.model.decoder == "split" else module.num_experts
-    routing, table = routing_metrics(result["chosen"], result["dataset_ids"], info, width, learned)
+    routing, table = routing_metrics(result["chosen"], result["dataset_ids"], info, width, mapped)
     out.update(routing)
     out["test/images_per_s"] = result["images_per_s"]
     run_dir = Path(trainer.default_root_dir)

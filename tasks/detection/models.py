@@ -5,7 +5,7 @@ layer (for the auxiliary per-layer set loss).
 The decoder rows differ only in those FFNs: ``dense`` (one FFN of ``ffn_hidden``), ``moe`` with a learned top-k
 router (Switch jitter N(0, 1/E²), capacity ``capacity_factor`` in training; DAMEX's decoder; dropless in eval, so an
 image's boxes do not depend on the other images of its batch) or the dataset's expert given
-(``routing=oracle``, a :class:`zoo.moe.DomainRouter`), and ``split`` (Dynamic-DINO-style: the FFN's hidden units
+(``routing=oracle``, a :class:`zoo.moe.DomainRouter` under the same capacity), and ``split`` (Dynamic-DINO-style: the FFN's hidden units
 cut into groups that run together as the dense FFN until :meth:`DetrLite.sparsify`, then top-k of them under a
 learned router). Every decoder FFN is bias-free with the parameter shapes of one ``FFNExperts`` expert, so the
 dense twin's parameters equal a top-1 MoE's active ones less its routers. ``per_dataset`` wraps one detector per
@@ -94,7 +94,7 @@ def build_ffn(cfg: ModelConfig, num_experts: int, moe: bool) -> nn.Module:
         return MoELayer(SplitRouter(d, groups, cfg.split_k), experts)
     experts = FFNExperts(num_experts, d, hidden, "gelu")
     if cfg.routing == "oracle":
-        return MoELayer(DomainRouter(d, num_experts), experts)
+        return MoELayer(DomainRouter(d, num_experts, capacity_factor=cfg.capacity_factor, eval_dropless=True), experts)
     router = TopKRouter(d, num_experts, cfg.k, capacity_factor=cfg.capacity_factor, noise_std=1.0 / num_experts,
                         eval_dropless=True, balance_coef=0.0)
     return MoELayer(router, experts)

@@ -200,3 +200,20 @@ def test_eval_dropless_lifts_the_capacity_limit_in_eval_mode_only():
     strict = TopKRouter(8, 4, 1, capacity_factor=1.0).eval()
     strict.load_state_dict(router.state_dict())
     assert (strict(x).ids == -1).any()
+
+
+def test_domain_router_capacity_drops_like_top_k_and_lifts_in_eval_when_asked():
+    from zoo.moe.routing import apply_capacity
+
+    torch.manual_seed(0)
+    ids = torch.tensor([0, 0, 0, 0, 1, 2, 0, 1])
+    router = DomainRouter(4, 3, capacity_factor=1.0, eval_dropless=True).train()
+    routing = router(torch.randn(8, 4), ids)
+    want_ids, want_weights, want_drop = apply_capacity(ids[:, None], torch.ones(8, 1), 3, 1.0)
+    assert torch.equal(routing.ids, want_ids) and torch.equal(routing.weights, want_weights)
+    assert (routing.ids[:, 0] == -1).sum() == 2 and float(routing.drop_rate) == float(want_drop)
+    assert torch.equal(routing.requested_ids[:, 0], ids)
+    router.eval()
+    assert torch.equal(router(torch.randn(8, 4), ids).ids[:, 0], ids)
+    with pytest.raises(ZooValueError, match="capacity_factor"):
+        DomainRouter(4, 3, capacity_factor=0.0)

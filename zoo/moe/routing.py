@@ -459,13 +459,22 @@ class DomainRouter(Router):
     The ids are given, not learned: a token's domain or dataset mapped to that domain's expert (DEMix-style domain
     experts; an oracle for dataset-aware MoE such as DAMEX). The gate is still learned, so ``Routing.logits`` are
     real router scores that a loss or a routing-accuracy diagnostic can use, but it never changes the choice.
-    Dropless; the balance loss is off by default (the choice does not depend on the gate).
+    The balance loss is off by default (the choice does not depend on the gate).
+
+    Args:
+        capacity_factor: as :class:`TopKRouter`'s (overflow dropped, earlier tokens first); None is dropless. An
+            oracle compared with a learned top-1 router should have the same capacity, or it also wins by dropping
+            nothing.
+        eval_dropless: apply the capacity in training only, as :class:`TopKRouter`'s.
     """
 
     k = 1
 
-    def __init__(self, d_model: int, num_experts: int, *, balance_coef: float = 0.0, **kw: float) -> None:
+    def __init__(self, d_model: int, num_experts: int, *, capacity_factor: float | None = None,
+                 eval_dropless: bool = False, balance_coef: float = 0.0, **kw: float) -> None:
         super().__init__(d_model, num_experts, balance_coef=balance_coef, **kw)
+        check_arg(capacity_factor is None or capacity_factor > 0, "capacity_factor", capacity_factor, "None or > 0")
+        self.capacity_factor, self.eval_dropless = capacity_factor, eval_dropless
 
     def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
         if token_ids_T is None:
@@ -476,7 +485,11 @@ class DomainRouter(Router):
             lo, hi = int(ids.min()), int(ids.max())
             check_arg(lo >= 0 and hi < self.num_experts, "token_ids", f"values in [{lo}, {hi}]",
                       f"expert ids in [0, {self.num_experts})")
-        return Routing(ids[:, None], torch.ones(ids.shape[0], 1, device=logits_TE.device), logits_TE)
+        ids, weights = ids[:, None], torch.ones(ids.shape[0], 1, device=logits_TE.device)
+        if self.capacity_factor is None or (self.eval_dropless and not self.training):
+            return Routing(ids, weights, logits_TE)
+        kept_ids, kept_weights, drop_rate = apply_capacity(ids, weights, self.num_experts, self.capacity_factor)
+        return Routing(kept_ids, kept_weights, logits_TE, drop_rate=drop_rate, requested_ids=ids)
 
 
 class DenseToSparseRouter(Router):
