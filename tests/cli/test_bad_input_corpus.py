@@ -465,16 +465,16 @@ CASES: list[Case] = [
     Case("det-score-thr", (*D, "{in}/coco/a.png", "--score-thr", "1.5"), 2, "--score-thr=1.5 is not allowed"),
     Case("det-plot-jpg", (*D, "{in}/coco/a.png", "--plot", "{given}/p.jpg"), 2, "ending in .png"),
     Case("det-unknown-dataset", (*D, "{in}/coco/a.png", "--dataset", "kitti"), 2, "'kitti' is not in the weights' mix"),
-    Case("det-coco-missing-keys", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/no_keys.json, images: {in}/coco}}]"),
+    Case("det-coco-missing-keys", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/no_keys.json, images: {in}/coco, test_annotations: {in}/coco/good.json}}]"),
          2, "categories"),
     Case("det-coco-negative-width", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/negative_width.json, "
-                                          "images: {in}/coco}}]"), 2, "width"),
+                                          "images: {in}/coco, test_annotations: {in}/coco/good.json}}]"), 2, "width"),
     Case("det-coco-unknown-category", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/unknown_category.json, "
-                                            "images: {in}/coco}}]"), 2, "category_id 9, which is not in 'categories'"),
+                                            "images: {in}/coco, test_annotations: {in}/coco/good.json}}]"), 2, "category_id 9, which is not in 'categories'"),
     Case("det-coco-missing-image", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/missing_image.json, "
-                                         "images: {in}/coco}}]"), 2, "gone.png does not exist"),
-    Case("det-mix-two-names", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/good.json, images: {in}/coco}}, "
-                                    "{{name: x, annotations: {in}/coco/good.json, images: {in}/coco}}]"), 2,
+                                         "images: {in}/coco, test_annotations: {in}/coco/good.json}}]"), 2, "gone.png does not exist"),
+    Case("det-mix-two-names", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/good.json, images: {in}/coco, test_annotations: {in}/coco/good.json}}, "
+                                    "{{name: x, annotations: {in}/coco/good.json, images: {in}/coco, test_annotations: {in}/coco/good.json}}]"), 2,
          "two datasets of the mix are named 'x'"),
     Case("det-mix-expert-map", ("train", "detection", "--recipe", "damex_miniuodb", "--smoke", "--set",
                                 "data.experts={{miniuodb/digits: 0}}"), 2, "gives no expert to dataset(s)"),
