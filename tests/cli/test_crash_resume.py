@@ -41,8 +41,11 @@ def zoo_train(cwd: Path, *args: str) -> subprocess.Popen:
     log = cwd / f"{len(list(cwd.glob('*.log')))}.log"
     env = {**os.environ, "ZOO_OFFLINE": "1"}
     with open(log, "w") as out:
+        # SIGINT back to its default: a parent started in the background (`cmd &` without job control, as CI
+        # scripts are) passes it down ignored, and Python then installs no KeyboardInterrupt handler.
         proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", *args], cwd=cwd, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
