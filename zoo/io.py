@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from zoo.errors import ZooValueError
 
@@ -45,3 +46,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def write_figure(path: str | os.PathLike, fig: Any, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as a PNG, atomically (:func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, figure_png(fig, dpi))

@@ -239,6 +239,19 @@ def state_dict_sha256(model: Any) -> str:
     return hashlib.sha256(save(state, metadata={"format": "pt"})).hexdigest()
 
 
+def first_run_dirs(board: str, tier: str, needs: str) -> dict[str, Path]:
+    """Per row of a reproduced board, the run directory of its lowest seed that still holds the file ``needs`` on
+    this machine (rows without one are left out): board figures drawn from what the runs wrote."""
+    out = {}
+    for row, records in load_results(board, tier).items():
+        for record in sorted(records, key=lambda r: r["seed"]):
+            run_dir = Path(record.get("run_dir", ""))
+            if (run_dir / needs).exists():
+                out[row] = run_dir
+                break
+    return out
+
+
 def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bool = False) -> dict[str, Any]:
     """Train and test one row with one seed; return its results record (nothing is written but the run dir)."""
     from zoo.api import load_task

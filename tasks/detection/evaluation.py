@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.io import atomic_write_bytes
+from zoo.io import atomic_write_bytes, figure_png, write_figure
 
 from . import metrics as M
 from .data import DetectionDataModule
@@ -95,7 +95,6 @@ def smallest_ap50(ap: Mapping[str, float], info: Mapping[str, Any], count: int =
 
 def examples_png(dm: DetectionDataModule, result: Mapping[str, Any], info: Mapping[str, Any]) -> bytes:
     """A grid of one test image per dataset (up to :data:`EXAMPLES`) with its predicted and true boxes."""
-    import io
 
     from .plots import examples_figure
     from .transforms import letterbox
@@ -114,10 +113,7 @@ def examples_png(dm: DetectionDataModule, result: Mapping[str, Any], info: Mappi
         keep = result["preds"][i]["scores"] >= EXAMPLE_SCORE
         pred = {key: value[keep] for key, value in result["preds"][i].items()}
         samples.append((pixels, pred, result["targets"][i], name))
-    fig = examples_figure(samples, info["classes"])
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure_png(examples_figure(samples, info["classes"]), dpi=110)
 
 
 def evaluate(cfg: Any, trainer: Any, module: Any, dm: DetectionDataModule) -> dict[str, float]:
@@ -138,10 +134,7 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: DetectionDataModule) -> di
         import io
 
         if table is not None:
-            fig = M.confusion_figure(table, info["datasets"], width)
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=110)
-            atomic_write_bytes(run_dir / CONFUSION_FILE, buffer.getvalue())
+            write_figure(run_dir / CONFUSION_FILE, M.confusion_figure(table, info["datasets"], width), dpi=110)
             table_bytes = io.BytesIO()
             np.savez(table_bytes, matrix=table, datasets=np.array(info["datasets"]))
             atomic_write_bytes(run_dir / CONFUSION_TABLE, table_bytes.getvalue())

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.errors import ZooValueError
-from zoo.io import atomic_write_bytes
+from zoo.io import atomic_write_bytes, write_figure
 
 from .structures import to_rgb
 
@@ -197,20 +197,6 @@ def datasets_figure(board: str, datasets: list[str], means: Mapping[str, Mapping
     return fig
 
 
-def first_runs(board: str, tier: str, needs: str) -> dict[str, Path]:
-    """Each row's run directory of its lowest seed that still holds the file ``needs`` on this machine."""
-    from zoo.leaderboard import load_results
-
-    out = {}
-    for row, records in load_results(board, tier).items():
-        for record in sorted(records, key=lambda r: r["seed"]):
-            run_dir = Path(record.get("run_dir", ""))
-            if (run_dir / needs).exists():
-                out[row] = run_dir
-                break
-    return out
-
-
 def routing_figure(board: str, tables: Mapping[str, tuple[np.ndarray, list[str]]]) -> Figure:
     """One heatmap per routed row: the share of each dataset's decoder tokens each expert takes as top-1."""
     from matplotlib.figure import Figure
@@ -228,18 +214,12 @@ def routing_figure(board: str, tables: Mapping[str, tuple[np.ndarray, list[str]]
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
     from zoo.errors import ZooError
-    from zoo.leaderboard import boards_dir
+    from zoo.leaderboard import boards_dir, first_run_dirs
 
     from .evaluation import CONFUSION_TABLE, EXAMPLES_FILE
 
@@ -252,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     try:
         datasets, means = dataset_ap50(args.board, args.tier)
-        written.append(_save(datasets_figure(args.board, datasets, means), out / f"{args.board}.datasets.png"))
+        written.append(write_figure(out / f"{args.board}.datasets.png", datasets_figure(args.board, datasets, means)))
         tables = {}
-        for row, run_dir in first_runs(args.board, args.tier, CONFUSION_TABLE).items():
+        for row, run_dir in first_run_dirs(args.board, args.tier, CONFUSION_TABLE).items():
             with np.load(run_dir / CONFUSION_TABLE, allow_pickle=False) as data:
                 tables[row] = (data["matrix"], data["datasets"].tolist())
         if tables:
-            written.append(_save(routing_figure(args.board, tables), out / f"{args.board}.routing.png"))
-        example = first_runs(args.board, args.tier, EXAMPLES_FILE).get(args.examples_row)
+            written.append(write_figure(out / f"{args.board}.routing.png", routing_figure(args.board, tables)))
+        example = first_run_dirs(args.board, args.tier, EXAMPLES_FILE).get(args.examples_row)
         if example is not None:
             written.append(atomic_write_bytes(out / f"{args.board}.examples.png",
                                               (example / EXAMPLES_FILE).read_bytes()))

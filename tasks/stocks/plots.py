@@ -13,7 +13,6 @@ writes ``leaderboards/<board>.excess.png`` (every row, its first seed's run) and
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from zoo.errors import ZooError, ZooValueError
-from zoo.io import atomic_write_bytes
-from zoo.leaderboard import boards_dir, load_results, load_spec
+from zoo.io import write_figure
+from zoo.leaderboard import boards_dir, first_run_dirs, load_spec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,13 +30,7 @@ if TYPE_CHECKING:
 
 def first_runs(board: str, tier: str) -> dict[str, Path]:
     """Each row's run directory of its lowest seed that still exists on this machine."""
-    out = {}
-    for row, records in load_results(board, tier).items():
-        for record in sorted(records, key=lambda r: r["seed"]):
-            run_dir = Path(record.get("run_dir", ""))
-            if (run_dir / "backtest.csv").exists():
-                out[row] = run_dir
-                break
+    out = first_run_dirs(board, tier, "backtest.csv")
     if not out:
         raise ZooValueError(f"no run directory of {board} ({tier}) is on this machine: run "
                             f"`zoo leaderboard reproduce {board} --tier {tier}` here first")
@@ -61,7 +54,7 @@ def plot_excess(board: str, runs: dict[str, Path], path: Path) -> Path:
     ax.set(title=f"{board}: cumulative excess return over the benchmark (test days, after costs)",
            xlabel="test day", ylabel="Σ daily excess return")
     ax.legend(fontsize=8, ncol=2)
-    return _save(fig, path)
+    return write_figure(path, fig)
 
 
 def routing_shares(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
@@ -81,7 +74,7 @@ def plot_routing(board: str, runs: dict[str, Path], names: list[str] | None, pat
                  kind: str = "group") -> Path | None:
     """:func:`routing_figure` of the runs written to ``path``; None when no row routes."""
     tables = routing_shares(runs)
-    return _save(routing_figure(board, tables, names, kind), path) if tables else None
+    return write_figure(path, routing_figure(board, tables, names, kind)) if tables else None
 
 
 def routing_figure(board: str, tables: dict[str, pd.DataFrame], names: list[str] | None, kind: str = "group") -> Figure:
@@ -116,12 +109,6 @@ def routing_figure(board: str, tables: dict[str, pd.DataFrame], names: list[str]
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, label=f"share of the {kind}'s (day, stock) rows")
     fig.suptitle(f"{board}: where each {kind}'s stocks are routed (test days)")
     return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def group_names(board: str) -> tuple[list[str] | None, str]:

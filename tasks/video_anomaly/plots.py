@@ -13,7 +13,6 @@ row's snippet scores of its lowest seed and the anomalous snippets shaded) and `
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.errors import ZooError, ZooValueError
-from zoo.io import atomic_write_bytes
-from zoo.leaderboard import boards_dir, load_results, load_spec
+from zoo.io import write_figure
+from zoo.leaderboard import boards_dir, first_run_dirs, load_results, load_spec
 
 from .evaluation import SCORES_FILE, load_scores
 
@@ -34,13 +33,7 @@ CURVE_VIDEOS = 4  # test videos drawn, abnormal ones of different classes first
 
 def first_runs(board: str, tier: str) -> dict[str, Path]:
     """Each row's run directory of its lowest seed that still has its test scores on this machine."""
-    out = {}
-    for row, records in load_results(board, tier).items():
-        for record in sorted(records, key=lambda r: r["seed"]):
-            run_dir = Path(record.get("run_dir", ""))
-            if (run_dir / SCORES_FILE).exists():
-                out[row] = run_dir
-                break
+    out = first_run_dirs(board, tier, SCORES_FILE)
     if not out:
         raise ZooValueError(f"no run directory of {board} ({tier}) is on this machine: run "
                             f"`zoo leaderboard reproduce {board} --tier {tier}` here first")
@@ -119,12 +112,6 @@ def classes_figure(board: str, classes: list[str], means: dict[str, dict[str, fl
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="plots of a reproduced video_anomaly board")
     p.add_argument("board")
@@ -133,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     out = boards_dir()
     try:
         classes, means = class_auc_means(args.board, args.tier)
-        written: list[Any] = [_save(classes_figure(args.board, classes, means), out / f"{args.board}.classes.png")]
+        written: list[Any] = [write_figure(out / f"{args.board}.classes.png", classes_figure(args.board, classes, means))]
         runs = first_runs(args.board, args.tier)
-        written.append(_save(curves_figure(args.board, runs), out / f"{args.board}.curves.png"))
+        written.append(write_figure(out / f"{args.board}.curves.png", curves_figure(args.board, runs)))
     except ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,18 @@ def write_result(board, row, tier, seed, metrics, **extra):
     path.write_text(json.dumps(record))
 
 
+def test_first_run_dirs_takes_each_rows_lowest_seed_that_kept_the_file(root):
+    runs = {seed: root / "runs" / f"s{seed}" for seed in (0, 1, 2)}
+    for seed, run in runs.items():
+        run.mkdir(parents=True)
+        if seed > 0:
+            (run / "scores.npz").write_bytes(b"x")
+        write_result("tiny", "naive", "full", seed, {"test/smape": 1.0}, run_dir=str(run))
+    write_result("tiny", "dense", "full", 0, {"test/smape": 1.0}, run_dir=str(root / "gone"))
+    assert leaderboard.first_run_dirs("tiny", "full", "scores.npz") == {"naive": runs[1]}
+    assert leaderboard.first_run_dirs("tiny", "smoke", "scores.npz") == {}
+
+
 def test_render_mean_std_best_and_claimed(root):
     write_result("tiny", "naive", "full", 0, {"test/smape": 10.0, "test/acc": 0.5})
     write_result("tiny", "naive", "full", 1, {"test/smape": 12.0, "test/acc": 0.7})
