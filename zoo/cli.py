@@ -505,7 +505,10 @@ def build_predict_parser(task: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--weights", required=True, metavar="ID|PATH", help="a weights id (zoo weights list) or a "
                         ".safetensors file with its .yaml beside it")
     _add_trust_option(parser)
-    parser.add_argument("--out", metavar="FILE", help="also write the predictions to FILE (CSV)")
+    if spec.predict_out is None:
+        parser.add_argument("--out", metavar="FILE", help="also write the predictions to FILE (CSV)")
+    else:
+        parser.add_argument("--out", metavar="DIR", help=spec.predict_out)
     for option in spec.predict_options:
         kwargs: dict[str, Any] = {"help": option.help, "dest": option.dest}
         if option.flag_only:

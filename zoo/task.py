@@ -120,7 +120,8 @@ class TaskSpec:
     Predict: ``predict(loaded, input, *, out=None, **options) → rows`` serves ``zoo predict``; ``loaded`` is a
     :class:`LoadedModel` (``config``, ``module``, ``info``; no datamodule). ``predict_input`` is the help of the
     INPUT positional (None: the task takes none), ``predict_input_required`` whether it must be given, and
-    ``predict_options`` the task's own options (``--plot`` included when the task draws one).
+    ``predict_options`` the task's own options (``--plot`` included when the task draws one). ``predict_out`` is the
+    help of ``--out`` when the task writes something else there than its rows as a file (a folder of renders).
 
     ``extras`` name the pip extras the task needs and ``requires`` the modules they provide: a missing one makes
     ``zoo`` print the install command instead of failing on an import. ``headline_metrics`` (fnmatch patterns)
@@ -141,6 +142,7 @@ class TaskSpec:
     predict_input: str | None = None
     predict_input_required: bool = True
     predict_options: tuple[PredictOption, ...] = ()
+    predict_out: str | None = None
     extras: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     headline_metrics: tuple[str, ...] = ()

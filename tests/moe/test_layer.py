@@ -445,3 +445,26 @@ def test_count_params_of_a_module_that_runs_one_sub_network_counts_its_moe_layer
     assert active1 < total1
     total, active = count_params(nn.Sequential(_OneOf(3), nn.Linear(6, 6)))
     assert total == 3 * total1 + 42 and active == active1 + 42
+
+
+def test_route_on_routes_by_other_features_than_the_experts_read():
+    """Experts read raw 3-D points, the gate scores an 8-d encoding of them (Switch-NeRF); a per-token loop agrees,
+    gradients reach the gate through the top-1 weight, and shape mistakes are named."""
+    torch.manual_seed(0)
+    experts = ModuleExperts([nn.Sequential(nn.Linear(3, 5), nn.Tanh()) for _ in range(3)])
+    router = TopKRouter(8, 3, k=1, capacity_factor=None)
+    layer = MoELayer(router, experts)
+    points = torch.randn(2, 7, 3)
+    features = torch.randn(2, 7, 8, requires_grad=True)
+    out = layer(points, route_on=features)
+    assert out.y.shape == (2, 7, 5)
+    probs = torch.softmax(features.detach().reshape(-1, 8) @ router.gate.weight.T, -1)
+    for t, (p, x) in enumerate(zip(probs, points.reshape(-1, 3))):
+        e = int(p.argmax())
+        torch.testing.assert_close(out.y.reshape(-1, 5)[t], p[e] * experts.experts[e](x))
+    out.y.sum().backward()
+    assert router.gate.weight.grad.abs().sum() > 0 and features.grad.abs().sum() > 0
+    with pytest.raises(ZooValueError, match="route_on.shape"):
+        layer(points, route_on=torch.randn(2, 6, 8))
+    with pytest.raises(ZooValueError, match="x.shape"):
+        layer(points)

@@ -20,7 +20,7 @@ from zoo.errors import ZooValueError, check_arg
 from zoo.kernels import weighted_sum
 
 from .config import MoEConfig
-from .experts import Experts, FFNExperts, SharedExperts, SpecialExperts
+from .experts import Experts, FFNExperts, ModuleExperts, SharedExperts, SpecialExperts
 from .routing import ROUTERS, Router, Routing
 from .stats import ExpertStats, routing_stats
 
@@ -65,7 +65,9 @@ class MoELayer(nn.Module):
 
     Input ``x[..., D]`` is flattened to tokens ``[T, D]``; ``token_ids[...]`` (optional) feed hash routing.
     The router scores all ``E = experts.num_experts + special.num_experts`` routable experts; special slots
-    are applied element-wise and rewritten to −1 before the FFN kernel.
+    are applied element-wise and rewritten to −1 before the FFN kernel. ``route_on[..., D_r]`` (optional) is
+    what the router scores instead of ``x`` when the gate reads other features than the experts (Switch-NeRF
+    gates on an encoding of the point its MLP experts read raw; ``D_r`` is the router's ``d_model``).
     """
 
     def __init__(
@@ -123,13 +125,22 @@ class MoELayer(nn.Module):
         return cls(router, experts, special, shared)
 
     def forward(
-        self, x: torch.Tensor, token_ids: torch.Tensor | None = None, *, expert_outputs: bool = False
+        self,
+        x: torch.Tensor,
+        token_ids: torch.Tensor | None = None,
+        *,
+        route_on: torch.Tensor | None = None,
+        expert_outputs: bool = False,
     ) -> MoEOutput:
-        check_arg(x.dim() >= 1 and x.shape[-1] == self.d_model, "x.shape", tuple(x.shape), f"[..., {self.d_model}]")
         check_arg(x.is_floating_point(), "x.dtype", x.dtype, "a floating dtype")
-        x_TD = x.reshape(-1, self.d_model)
+        if route_on is None or self.special is not None or self.shared is not None:
+            check_arg(x.dim() >= 1 and x.shape[-1] == self.d_model, "x.shape", tuple(x.shape), f"[..., {self.d_model}]")
+        if route_on is not None:
+            check_arg(x.dim() >= 1 and route_on.shape == (*x.shape[:-1], self.d_model), "route_on.shape",
+                      tuple(route_on.shape), f"[{', '.join(map(str, x.shape[:-1]))}, {self.d_model}]")
+        x_TD = x.reshape(-1, x.shape[-1])
         token_ids_T = token_ids.reshape(-1) if token_ids is not None else None
-        routing = self.router(x_TD, token_ids_T)
+        routing = self.router(x_TD if route_on is None else route_on.reshape(-1, self.d_model), token_ids_T)
         ffn_ids, ffn_weights = routing.ids, routing.weights
         y_TD = None
         if self.special is not None:
@@ -179,7 +190,8 @@ def on_optimizer_step(module: nn.Module, step: int) -> None:
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """Parameters in total, and active per token: an MoE layer runs k of its E FFN experts (all of them for
-    routers without a fixed k, such as soft gates). A module that runs only one of several sub-networks per input
+    routers without a fixed k, such as soft gates); heterogeneous experts (:class:`ModuleExperts`) count as their
+    mean size. A module that runs only one of several sub-networks per input
     (one model per dataset) says how many of its parameters an input leaves idle with ``inactive_params()``, its
     sub-networks' MoE layers included; nothing inside it is counted again."""
     total = sum(p.numel() for p in model.parameters())
@@ -191,8 +203,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         if hasattr(m, "inactive_params"):
             inactive += int(m.inactive_params())
             counted |= {id(sub) for sub in m.modules()}
-        elif isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts):
-            per_expert = sum(p.numel() for p in m.experts.parameters()) // m.experts.num_experts
+        elif isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts | ModuleExperts):
+            per_expert = sum(p.numel() for p in m.experts.parameters()) / m.experts.num_experts
             k = getattr(m.router, "k", m.experts.num_experts)
-            inactive += per_expert * max(0, m.experts.num_experts - k)
+            inactive += round(per_expert * max(0, m.experts.num_experts - k))
     return total, total - inactive
