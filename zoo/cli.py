@@ -314,7 +314,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = args.spec
     if spec.predict is None:
         raise ZooValueError(f"task {spec.name!r} has no predict yet")
-    if args.input is None and spec.predict_input_required:
+    if spec.predict_input is not None and args.input is None and spec.predict_input_required:
         raise ZooValueError(f"zoo predict {spec.name} needs INPUT (see `zoo predict {spec.name} --help`)")
     _set_threads(args.threads)
     loaded = api.load_weights(args.weights, trust_unverified=args.trust_unverified)

@@ -44,8 +44,8 @@ class DataConfig:
         check_arg(isinstance(self.scene, str) and bool(self.scene), "data.scene", self.scene,
                   f"{CITY!r} or the path of a transforms.json or Mega-NeRF scene folder")
         check_seed(self.seed, "data.seed")
-        check_arg(isinstance(self.size, int) and 16 <= self.size <= 1024, "data.size", self.size,
-                  "an int in [16, 1024]")
+        check_arg(isinstance(self.size, int) and 64 <= self.size <= 1024, "data.size", self.size,
+                  "an int in [64, 1024] (SSIM is scored on the right halves, at least 32 px wide)")
         check_arg(isinstance(self.views, int) and self.views >= 16, "data.views", self.views, "an int >= 16")
         check_arg(isinstance(self.downscale, int) and self.downscale >= 1, "data.downscale", self.downscale,
                   "a positive int")
@@ -144,7 +144,7 @@ class EvalConfig:
     ``test/train_s_to_target``."""
 
     appearance_steps: int = 100
-    appearance_rays: int = 2048
+    appearance_rays: int = 512
     lr: float = 0.05
     target_psnr: float = 24.0
 

@@ -1,7 +1,7 @@
 """Held-out views: fit each test image's appearance code on its left half, render every test view whole, score the
 right halves, and measure how the experts divide the scene.
 
-Metrics (all under ``test/``): ``psnr`` and ``ssim`` of the right halves, ``psnr_downtown`` / ``psnr_suburb`` (right
+Metrics (all under ``test/``): ``psnr`` and ``ssim`` of the right halves (SSIM NaN for halves under 32 px), ``psnr_downtown`` / ``psnr_suburb`` (right
 halves, pixels whose true first surface lies in that region; needs depth), ``render_ms`` (one whole view, mean
 over the test views) and ``render_rays_per_s``; from training: ``train_s``, ``train_s_to_target`` (NaN when the
 target PSNR was never reached), ``train_rays_per_s`` and ``dropped_pct``. For MoE fields, the true surface points
@@ -116,7 +116,8 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: Any) -> dict[str, float]:
     experts = np.stack([r["expert"] for r in renders])
     right = M.halves(width)[1]
     gt_r, pred_r = views.images[:, :, right], pred[:, :, right]
-    out = {"psnr": M.psnr(pred_r, gt_r), "ssim": M.ssim(pred_r, gt_r),
+    small = min(height, right.stop - right.start) < M.MIN_SSIM_SIDE
+    out = {"psnr": M.psnr(pred_r, gt_r), "ssim": math.nan if small else M.ssim(pred_r, gt_r),
            "render_ms": 1000 * seconds / len(views), "render_rays_per_s": len(views) * height * width / seconds,
            **module.training_figures()}
     regions = M.surface_regions(views)
