@@ -121,6 +121,11 @@ def _detection_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, 
     return (str(path),), {"score_thr": 0.0}  # every candidate box: the image holds no training object
 
 
+def _nerf_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """Two views on the training cameras' orbit, written as a GIF into a folder (nerf takes no INPUT)."""
+    return (), {"orbit": 2, "out": str(tmp / "nerf_out")}
+
+
 def run(hide: bool = True) -> list[dict[str, Any]]:
     from zoo import api
 
@@ -138,16 +143,17 @@ def run(hide: bool = True) -> list[dict[str, Any]]:
             loaded = api.load_weights(entry.id)
             loaded_s = time.perf_counter() - start
             task = loaded.task.name
-            if task in ("recsys", "video_anomaly", "detection"):
+            if task in ("recsys", "video_anomaly", "detection", "nerf"):
                 args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input,
-                                 "detection": _detection_input}[task](Path(tmp), loaded.info)
+                                 "detection": _detection_input, "nerf": _nerf_input}[task](Path(tmp), loaded.info)
             else:
                 args, options = inputs[task](Path(tmp))
             home = os.environ.get("ZOO_HOME")
             os.environ["ZOO_HOME"] = str(Path(tmp) / "zoo_home")  # caches a predict may fill (video features)
             start = time.perf_counter()
             try:
-                rows = loaded.task.predict(loaded, *args, out=str(Path(tmp) / "out.csv"), **options)
+                out = options.pop("out", str(Path(tmp) / "out.csv"))
+                rows = loaded.task.predict(loaded, *args, out=out, **options)
             finally:
                 if home is None:
                     os.environ.pop("ZOO_HOME")

@@ -8,6 +8,7 @@ training rays (torch's global RNG, which the zoo's resumable checkpoints restore
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightning as L
@@ -25,9 +26,15 @@ CITY_MARGIN = 0.05
 
 
 def city(cfg: DataConfig) -> Any:
+    """The config's ProceduralCity (one per seed, size and view count in a process: its views render once)."""
+    return _city(cfg.seed, cfg.size, cfg.views)
+
+
+@functools.lru_cache(maxsize=2)
+def _city(seed: int, size: int, views: int) -> Any:
     from .city import ProceduralCity
 
-    return ProceduralCity(cfg.seed, size=cfg.size, views=cfg.views)
+    return ProceduralCity(seed, size=size, views=views)
 
 
 def load_views(cfg: DataConfig, split: str) -> Views:

@@ -5,10 +5,10 @@
 ``frames``. ``--orbit N`` renders N views on a circle around what the training cameras looked at, at their mean
 distance and height (world z up). Views use the training focal length and image size (``--size`` changes the size
 and keeps the field of view) and the mean appearance code of the training images. ``--out DIR`` receives one PNG per
-pose (``view_000.png``) or ``orbit.gif``, and the expert-assignment images (``experts_000.png`` or ``experts.gif``
-plus ``experts.png``, the first orbit frame): each pixel coloured by the expert of its heaviest sample, dark grey where
-no surface is hit; dense models have none. Images are enlarged ``--scale`` times (nearest neighbour). Nothing is
-written unless every view rendered.
+pose (``view_000.png``) or ``orbit.gif``, the expert-assignment images (``experts_000.png`` or ``experts.gif`` plus
+``experts.png``, the first orbit frame: each pixel coloured by the expert of its heaviest sample, dark grey where no
+surface is hit; dense models have none) and ``views.csv`` with the rows. Images are enlarged ``--scale`` times
+(nearest neighbour). Nothing is written unless every view rendered.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ZooValueError
+from zoo.io import atomic_write_text
 
 from .cameras import camera_rays, check_pose
 from .city import look_at
@@ -40,8 +41,10 @@ def read_poses(path: str | Path) -> list[np.ndarray]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ZooValueError(f"--pose {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ZooValueError(f"--pose {path}: cannot read it ({err.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise ZooValueError(f"--pose {path}: not JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise ZooValueError(f"--pose {path}: cannot read it ({err.strerror or err.__class__.__name__})") from None
     except json.JSONDecodeError as err:
         raise ZooValueError(f"--pose {path}: not JSON ({err.msg} at line {err.lineno})") from None
     if isinstance(data, dict) and "frames" in data:
@@ -159,4 +162,7 @@ def write_outputs(out: Path, views: list[dict[str, np.ndarray]], num_experts: in
         for e in range(num_experts):
             row[f"expert_{e}"] = float((view["expert"] == e).sum() / max(1, surface.sum()))
         rows.append(row)
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+    atomic_write_text(out / "views.csv", "\n".join(lines) + "\n")
     return rows

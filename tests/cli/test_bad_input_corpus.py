@@ -47,6 +47,7 @@ RECSYS_WEIGHTS = "recsys/home.ml100k"
 RL_WEIGHTS = "rl/pmoe-sac_k4.hopper-v5"
 VAD_WEIGHTS = "video_anomaly/gsmoe.synthvad"
 DET_WEIGHTS = "detection/damex.mini-uodb"
+NERF_WEIGHTS = "nerf/hmohe.procedural-city"
 RECIPE = "moe_e8k2_m3-monthly"
 TRAIN = ("train", "forecasting", "--recipe", RECIPE, "--smoke", "--no-progress")
 # What `zoo train` may print before its error: the run dir it made, and that it removed it again.
@@ -169,7 +170,24 @@ INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "coco/missing_image.json": _coco(lambda d: d["images"][0].update(file_name="gone.png")),
     "coco/good.json": _coco(),
     "images/broken.png": b"\x89PNG\r\n\x1a\n not really",
+    "nerf/a.png": _png(8, 8),
+    "nerf/small.png": _png(4, 4),
+    "nerf/missing_keys.json": lambda: _transforms([{"transform_matrix": np.eye(4).tolist()}]),
+    "nerf/nonrigid.json": lambda: _transforms([_frame("a.png", np.diag([2.0, 2.0, 2.0, 1.0]))]),
+    "nerf/mixed.json": lambda: _transforms([_frame("a.png"), _frame("small.png")]),
+    "nerf/missing_image.json": lambda: _transforms([_frame("a.png"), _frame("gone.png")]),
+    "nerf/pose_3x3.json": json.dumps(np.eye(3).tolist()),
+    "nerf/pose_scaled.json": json.dumps({"transform_matrix": np.diag([2.0, 2.0, 2.0, 1.0]).tolist()}),
 }
+
+
+def _frame(file_path: str, pose: np.ndarray | None = None) -> dict:
+    return {"file_path": file_path, "transform_matrix": (np.eye(4) if pose is None else pose).tolist()}
+
+
+def _transforms(frames: list[dict]) -> str:
+    """A nerfstudio ``transforms.json`` of 8-px pinhole frames (images next to it in ``nerf/``)."""
+    return json.dumps({"fl_x": 8.0, "fl_y": 8.0, "cx": 4.0, "cy": 4.0, "frames": frames})
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -341,6 +359,8 @@ R = ("predict", "recsys", "--weights", RECSYS_WEIGHTS, "--user", "1")
 RL = ("predict", "rl", "--weights", RL_WEIGHTS)
 V = ("predict", "video_anomaly", "--weights", VAD_WEIGHTS)
 D = ("predict", "detection", "--weights", DET_WEIGHTS)
+N = ("predict", "nerf", "--weights", NERF_WEIGHTS)
+NT = ("train", "nerf", "--recipe", "hmohe_city", "--smoke", "--no-progress", "--set")
 DT = ("train", "detection", "--recipe", "dense_miniuodb", "--smoke", "--no-progress", "--set", "data.miniuodb=[]",
       "--set", "data.real=[]", "--set")
 SHOW = ("config", "show", "forecasting", "--recipe", RECIPE)
@@ -476,6 +496,25 @@ CASES: list[Case] = [
     Case("det-mix-two-names", (*DT, "data.coco=[{{name: x, annotations: {in}/coco/good.json, images: {in}/coco, test_annotations: {in}/coco/good.json}}, "
                                     "{{name: x, annotations: {in}/coco/good.json, images: {in}/coco, test_annotations: {in}/coco/good.json}}]"), 2,
          "two datasets of the mix are named 'x'"),
+    # nerf: --pose files and view options, and a user's capture (transforms.json) for training
+    Case("nerf-pose-missing", (*N, "--pose", "{in}/nope.json", "--out", "{given}/o"), 2, "nope.json: no such file"),
+    Case("nerf-pose-binary", (*N, "--pose", "{in}/binary.bin", "--out", "{given}/o"), 2, "not JSON (not UTF-8 text)"),
+    Case("nerf-pose-not-json", (*N, "--pose", "{in}/malformed.yaml", "--out", "{given}/o"), 2, "not JSON"),
+    Case("nerf-pose-3x3", (*N, "--pose", "{in}/nerf/pose_3x3.json", "--out", "{given}/o"), 2, "expected 4x4"),
+    Case("nerf-pose-not-rigid", (*N, "--pose", "{in}/nerf/pose_scaled.json", "--out", "{given}/o"), 2, "not rigid"),
+    Case("nerf-pose-and-orbit", (*N, "--orbit", "4", "--pose", "{in}/nerf/pose_3x3.json", "--out", "{given}/o"), 2,
+         "exactly one of --pose"),
+    Case("nerf-no-view", (*N, "--out", "{given}/o"), 2, "exactly one of --pose"),
+    Case("nerf-no-out", (*N, "--orbit", "4"), 2, "--out DIR is required"),
+    Case("nerf-orbit-one", (*N, "--orbit", "1", "--out", "{given}/o"), 2, "--orbit 1 is not allowed"),
+    Case("nerf-scale-zero", (*N, "--orbit", "4", "--scale", "0", "--out", "{given}/o"), 2, "--scale 0 is not allowed"),
+    Case("nerf-size-tiny", (*N, "--orbit", "4", "--size", "4", "--out", "{given}/o"), 2, "--size 4 is not allowed"),
+    Case("nerf-capture-missing-keys", (*NT, "data.scene={in}/nerf/missing_keys.json"), 2, "missing key 'file_path'"),
+    Case("nerf-capture-not-rigid", (*NT, "data.scene={in}/nerf/nonrigid.json"), 2, "not rigid"),
+    Case("nerf-capture-mixed-sizes", (*NT, "data.scene={in}/nerf/mixed.json"), 2, "must share a size"),
+    Case("nerf-capture-missing-image", (*NT, "data.scene={in}/nerf/missing_image.json"), 2, "not found"),
+    Case("nerf-capture-no-scene", (*NT, "data.scene={in}/full_dir"), 2, "not a scene"),
+    Case("nerf-small-views", (*NT, "data.size=32"), 2, "data.size"),
     Case("det-mix-expert-map", ("train", "detection", "--recipe", "damex_miniuodb", "--smoke", "--set",
                                 "data.experts={{miniuodb/digits: 0}}"), 2, "gives no expert to dataset(s)"),
     Case("det-unknown-domain", ("train", "detection", "--recipe", "damex_miniuodb", "--set", "data.miniuodb=[cats]"),

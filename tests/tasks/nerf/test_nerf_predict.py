@@ -150,7 +150,7 @@ def test_orbit_writes_gifs_and_rows_in_every_argument_order(weights, tmp_path, c
             "mixed": ["predict", "--orbit", 4, "nerf", *w, "--json", "--out", out]}[order]
     code, printed, err = _predict(capsys, argv)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["experts.gif", "experts.png", "orbit.gif"]
+    assert sorted(p.name for p in out.iterdir()) == ["experts.gif", "experts.png", "orbit.gif", "views.csv"]
     side = SIZE * DEFAULT_SCALE
     for name in ("orbit.gif", "experts.gif"):
         with Image.open(out / name) as gif:
@@ -180,7 +180,7 @@ def test_poses_write_pngs_whose_expert_colours_match_the_rows(weights, tmp_path,
     assert code == 0, err
     assert f"wrote {out}" in err
     assert sorted(p.name for p in out.iterdir()) == ["experts_000.png", "experts_001.png", "view_000.png",
-                                                     "view_001.png"]
+                                                     "view_001.png", "views.csv"]
     rows = json.loads(printed)
     assert [r["file"] for r in rows] == [str(out / "view_000.png"), str(out / "view_001.png")]
     _shares_sum_to_one(rows)
@@ -202,7 +202,7 @@ def test_dense_weights_write_no_expert_images(weights, tmp_path, capsys, mode):
     code, printed, err = _predict(capsys, ["predict", "nerf", "--weights", weights["dense"], *given, "--out", out,
                                            "--json"])
     assert code == 0, err
-    assert [p.name for p in out.iterdir()] == (["orbit.gif"] if mode == "orbit" else ["view_000.png"])
+    assert sorted(p.name for p in out.iterdir()) == ["orbit.gif" if mode == "orbit" else "view_000.png", "views.csv"]
     rows = json.loads(printed)
     assert all(r["experts_file"] is None and not any(k.startswith("expert_") for k in r) for r in rows)
 
