@@ -6,8 +6,8 @@ halves, pixels whose true first surface lies in that region; needs depth), ``ren
 over the test views) and ``render_rays_per_s``; from training: ``train_s``, ``train_s_to_target`` (NaN when the
 target PSNR was never reached), ``train_rays_per_s`` and ``dropped_pct``. For MoE fields, the true surface points
 of the test views (from depth) are routed in eval mode: ``load_max`` (largest expert's share), ``purity``
-(load-weighted majority-region share of the experts) and, for heterogeneous hash experts, ``downtown_finest`` (share
-of downtown points on the finest expert). The run directory gets ``renders.npz`` (ground truth, renders, expert
+(load-weighted majority-region share of the experts) and, only for heterogeneous hash experts, ``downtown_finest``
+(share of downtown points on the finest expert). The run directory gets ``renders.npz`` (ground truth, renders, expert
 maps and PSNR per test view), ``views.png`` and ``experts.png``.
 """
 
@@ -132,7 +132,8 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: Any) -> dict[str, float]:
         out["load_max"] = float(np.max(M.load_shares(table)))
         out["purity"] = M.purity(table)
         finest = field.finest if isinstance(field, HashMoEField) and heterogeneous(field) else None
-        out["downtown_finest"] = M.downtown_share(table, finest) if finest is not None else math.nan
+        if finest is not None:
+            out["downtown_finest"] = M.downtown_share(table, finest)
     psnrs = np.array([M.psnr(p[:, right], g[:, right]) for p, g in zip(pred, views.images)], np.float32)
     run_dir = Path(trainer.default_root_dir) if trainer is not None else None
     if run_dir is not None and run_dir.is_dir():
