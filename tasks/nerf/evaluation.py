@@ -1,14 +1,15 @@
 """Held-out views: fit each test image's appearance code on its left half, render every test view whole, score the
 right halves, and measure how the experts divide the scene.
 
-Metrics (all under ``test/``): ``psnr`` and ``ssim`` of the right halves (SSIM NaN for halves under 32 px), ``psnr_downtown`` / ``psnr_suburb`` (right
+Metrics (all under ``test/``): ``psnr`` and ``ssim`` of the right halves, ``psnr_downtown`` / ``psnr_suburb`` (right
 halves, pixels whose true first surface lies in that region; needs depth), ``render_ms`` (one whole view, mean
-over the test views) and ``render_rays_per_s``; from training: ``train_s``, ``train_s_to_target`` (NaN when the
-target PSNR was never reached), ``train_rays_per_s`` and ``dropped_pct``. For MoE fields, the true surface points
-of the test views (from depth) are routed in eval mode: ``load_max`` (largest expert's share), ``purity``
-(load-weighted majority-region share of the experts) and, only for heterogeneous hash experts, ``downtown_finest``
-(share of downtown points on the finest expert). The run directory gets ``renders.npz`` (ground truth, renders, expert
-maps and PSNR per test view), ``views.png`` and ``experts.png``.
+over the test views) and ``render_rays_per_s``; from training: ``train_s``, ``train_s_to_target``,
+``train_rays_per_s`` and ``dropped_pct``. For MoE fields, the true surface points of the test views (from depth) are
+routed in eval mode: ``load_max`` (largest expert's share), ``purity`` (load-weighted majority-region share of the
+experts) and, for heterogeneous hash experts, ``downtown_finest`` (share of downtown points on the finest expert).
+A metric that does not apply or was not reached is left out rather than reported as NaN: the target PSNR never
+reached, a region without pixels, SSIM of halves under 32 px. The run directory gets ``renders.npz`` (ground truth,
+renders, expert maps and PSNR per test view), ``views.png`` and ``experts.png``.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def evaluate(cfg: Any, trainer: Any, module: Any, dm: Any) -> dict[str, float]:
                                                          experts[shown] if has_experts else None, titles), dpi=110)
         if table is not None:
             write_figure(run_dir / EXPERTS_FILE, expert_region_figure(table, finest), dpi=110)
-    return {f"test/{k}": float(v) for k, v in out.items()}
+    return {f"test/{k}": float(v) for k, v in out.items() if math.isfinite(v)}
 
 
 def heterogeneous(field: HashMoEField) -> bool:

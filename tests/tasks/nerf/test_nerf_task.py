@@ -120,7 +120,7 @@ def test_moe_run_reports_finite_metrics_and_no_time_to_an_unreached_target(train
     assert m["test/render_ms"] > 0 and m["test/train_s"] > 0 and 0 <= m["test/dropped_pct"] <= 100
     assert 1 / cfg.model.num_experts <= m["test/load_max"] <= 1 and 0 <= m["test/purity"] <= 1
     assert 0 <= m["test/downtown_finest"] <= 1
-    assert math.isnan(m["test/train_s_to_target"])  # 3 steps never reach 20 dB
+    assert "test/train_s_to_target" not in m  # 3 steps never reach 20 dB: left out, not NaN
     figures = result.module.training_figures()
     assert int(result.module.steps_done) == cfg.trainer["max_steps"]
     rays = cfg.trainer["max_steps"] * cfg.data.batch_rays
