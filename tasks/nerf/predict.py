@@ -107,7 +107,8 @@ def predict(loaded: Any, *, out: str | Path | None = None, pose: str | Path | No
         (``expert_<e>``).
 
     Raises:
-        ZooValueError: both or neither of ``pose``/``orbit``, no ``out``, a malformed pose file, a bad size.
+        ZooValueError: both or neither of ``pose``/``orbit``, no ``out`` or one that is a file or cannot be
+            created, a malformed pose file, a bad size.
     """
     if (pose is None) == (orbit is None):
         raise ZooValueError("give exactly one of --pose FILE (camera poses as JSON) or --orbit N (views on a circle)")
@@ -117,6 +118,8 @@ def predict(loaded: Any, *, out: str | Path | None = None, pose: str | Path | No
         raise ZooValueError(f"--orbit {orbit} is not allowed; give 2 to {MAX_ORBIT} views")
     if not 1 <= scale <= 16:
         raise ZooValueError(f"--scale {scale} is not allowed; give an integer enlargement from 1 to 16")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ZooValueError(f"--out {out} is a file; give a folder for the rendered images")
     info, module = loaded.info, loaded.module
     train_h, train_w = (int(v) for v in info["image_size"])
     height = train_h if size is None else size
@@ -128,10 +131,25 @@ def predict(loaded: Any, *, out: str | Path | None = None, pose: str | Path | No
     poses = read_poses(pose) if pose is not None else orbit_poses(info["orbit"], orbit)
     module.eval()
     code = module.model.mean_code(info["train_appearance"])[None]
-    views = [render_pose(module, c2w, intrinsics, (height, width), code) for c2w in poses]
+    with _progress(len(poses)) as bar:
+        task = bar.add_task("rendering views", total=len(poses))
+        views = []
+        for c2w in poses:
+            views.append(render_pose(module, c2w, intrinsics, (height, width), code))
+            bar.advance(task)
     layer = getattr(module.model.field, "layer", None)
     return write_outputs(Path(out), views, layer.experts.num_experts if layer is not None else 0, orbit is not None,
                          scale)
+
+
+def _progress(total: int) -> Any:
+    """A transient bar on stderr for more than a handful of views, shown only on a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=total <= 4 or not console.is_terminal)
 
 
 def write_outputs(out: Path, views: list[dict[str, np.ndarray]], num_experts: int, as_orbit: bool,
@@ -139,7 +157,10 @@ def write_outputs(out: Path, views: list[dict[str, np.ndarray]], num_experts: in
     """Write the renders and (with ``num_experts``) the expert images; one row per view."""
     from .plots import expert_image, write_gif, write_png
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ZooValueError(f"--out {out}: cannot create the folder ({err.strerror or type(err).__name__})") from None
     frames = np.stack([v["rgb"] for v in views])
     maps = np.stack([expert_image(v["expert"]) for v in views]) if num_experts else None
     if as_orbit:

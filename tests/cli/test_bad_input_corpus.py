@@ -509,6 +509,8 @@ CASES: list[Case] = [
     Case("nerf-orbit-one", (*N, "--orbit", "1", "--out", "{given}/o"), 2, "--orbit 1 is not allowed"),
     Case("nerf-scale-zero", (*N, "--orbit", "4", "--scale", "0", "--out", "{given}/o"), 2, "--scale 0 is not allowed"),
     Case("nerf-size-tiny", (*N, "--orbit", "4", "--size", "4", "--out", "{given}/o"), 2, "--size 4 is not allowed"),
+    Case("nerf-out-is-a-file", (*N, "--orbit", "2", "--out", "{in}/afile.txt"), 2, "is a file; give a folder"),
+    Case("nerf-out-read-only", (*N, "--orbit", "2", "--out", "{ro}/views"), 2, "cannot create the folder"),
     Case("nerf-capture-missing-keys", (*NT, "data.scene={in}/nerf/missing_keys.json"), 2, "missing key 'file_path'"),
     Case("nerf-capture-not-rigid", (*NT, "data.scene={in}/nerf/nonrigid.json"), 2, "not rigid"),
     Case("nerf-capture-mixed-sizes", (*NT, "data.scene={in}/nerf/mixed.json"), 2, "must share a size"),
