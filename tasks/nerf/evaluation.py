@@ -1,7 +1,8 @@
 """Held-out views: fit each test image's appearance code on its left half, render every test view whole, score the
 right halves, and measure how the experts divide the scene.
 
-Metrics (all under ``test/``): ``psnr`` and ``ssim`` of the right halves, ``psnr_downtown`` / ``psnr_suburb`` (right
+Metrics (all under ``test/``): ``psnr`` (pooled: one MSE over every right-half pixel) and ``ssim`` (mean over the
+views) of the right halves, ``psnr_downtown`` / ``psnr_suburb`` (right
 halves, pixels whose true first surface lies in that region; needs depth), ``render_ms`` (one whole view, mean
 over the test views) and ``render_rays_per_s``; from training: ``train_s``, ``train_s_to_target``,
 ``train_rays_per_s`` and ``dropped_pct``. For MoE fields, the true surface points of the test views (from depth) are

@@ -252,6 +252,11 @@ class RadianceField(nn.Module):
         return self.appearance.weight[torch.as_tensor(list(ids), dtype=torch.long)].mean(0)
 
     def route(self, points: torch.Tensor) -> torch.Tensor | None:
-        """The expert each world point is routed to (eval mode: no capacity), None for a dense field."""
-        out = self.field(self.normalize(points))
-        return out.expert
+        """The expert each world point is routed to (in eval mode, so no capacity drops any), None for a dense
+        field."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.field(self.normalize(points)).expert
+        finally:
+            self.train(was_training)

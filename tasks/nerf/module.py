@@ -1,10 +1,11 @@
 """``NerfModule``: photometric training of a :class:`~.models.RadianceField` on random ray batches.
 
 A step renders its rays (:func:`~.render.render_rays`, jittered samples) and minimises the mean squared colour
-error plus the field's balance loss. The module keeps, in checkpointed buffers, the wall-clock seconds spent in
-training steps (forward, backward and optimizer step), when the running training PSNR (of an exponential mean of
-the batch MSE) first reached ``eval.target_psnr``, and the mean share of points the capacity limit dropped, so a
-resumed run reports the same figures as an uninterrupted one, up to timing noise.
+error plus the field's balance loss. The module keeps, in checkpointed buffers updated right after each optimizer
+step, the wall-clock seconds from the start of each batch to the end of its optimizer step (forward, backward,
+step), when the running training PSNR (of an exponential mean of the batch MSE) first reached
+``eval.target_psnr``, and the mean share of points the capacity limit dropped in the trained pass, so a resumed run
+reports the same figures as an uninterrupted one, up to timing noise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class NerfModule(ZooModule):
         self.register_buffer("dropped_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
         self.register_buffer("rays_done", torch.zeros((), dtype=torch.int64))
-        self._started, self._dropped, self._mse = 0.0, 0.0, math.nan
+        self._started, self._dropped, self._mse, self._rays = 0.0, 0.0, math.nan, 0
 
     def render(self, origins: torch.Tensor, directions: torch.Tensor, appearance: torch.Tensor,
                jitter: bool = False) -> RenderOutput:
@@ -62,16 +63,19 @@ class NerfModule(ZooModule):
         out = self.render(origins, directions, appearance, jitter=self.training)
         loss = torch.mean((out.rgb - rgb) ** 2)
         if self.training:
-            self._dropped, self._mse = out.dropped, float(loss.detach())
+            self._dropped, self._mse, self._rays = out.dropped, float(loss.detach()), len(rgb)
         return StepOutput(loss, aux=out.aux, stats=out.stats, batch_size=len(rgb))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The step, then its bookkeeping: here rather than at batch end, because the checkpoint callbacks save
+        before the module's own batch-end hook runs, and a resumed run would lose this batch's figures."""
+        super().optimizer_step(*args, **kwargs)
         self.train_seconds += time.perf_counter() - self._started
         self.steps_done += 1
-        self.rays_done += len(batch[0])
+        self.rays_done += self._rays
         self.dropped_sum += self._dropped
         mse, running = self._mse, float(self.running_mse)
         running = mse if math.isnan(running) else (1 - EMA) * running + EMA * mse
