@@ -233,3 +233,26 @@ def test_published_weights_render_the_same_pixels_without_the_scene(trained, mon
     want = render_image(result.module, *rays, SIZE, SIZE)
     for key in ("rgb", "depth", "expert", "opacity"):
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_training_figures_are_kept_before_the_checkpoint_callbacks_run(tmp_path):
+    """Callbacks (the run checkpoint among them) see a batch's step, rays and timing already counted, so a checkpoint
+    saved at batch end holds them and a run resumed from it loses none."""
+    import lightning as L
+
+    from zoo.task import build_from_config
+
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((trainer.global_step, int(pl_module.steps_done), int(pl_module.rays_done),
+                         float(pl_module.train_seconds)))
+
+    cfg = _config("switch_city")
+    built = build_from_config(TASK, cfg)
+    trainer = L.Trainer(max_steps=3, callbacks=[Probe()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(built.module, datamodule=built.datamodule)
+    assert [(g, s, r) for g, s, r, _ in seen] == [(1, 1, 64), (2, 2, 128), (3, 3, 192)]
+    assert all(t > 0 for *_, t in seen) and seen[0][3] < seen[1][3] < seen[2][3]
