@@ -105,11 +105,11 @@ def model_info(cfg: NerfConfig, dm: NerfDataModule) -> dict[str, Any]:
     """What the field and ``predict`` need without the data: the box, the appearance codes (all images; which ones
     training fitted), the image size and the training cameras' orbit (the point they look at, their mean horizontal distance and height from it, world z
     up; their mean focal length)."""
-    dm.setup("fit")
-    train = dm.train
-    assert train is not None
+    dm.setup()
+    train, test = dm.train, dm.test
+    assert train is not None and test is not None
     box = scene_box(cfg.data)
-    test_ids = load_views(cfg.data, "test").appearance
+    test_ids = test.appearance
     positions = train.c2w[:, :3, 3].astype(np.float64)
     centre = look_target(positions, -train.c2w[:, :3, 2].astype(np.float64))
     offsets = positions - centre
