@@ -180,6 +180,25 @@ def ego_subgraphs(edge_index: torch.Tensor, num_nodes: int, hops: int = 2) -> Eg
     return EgoSubgraphs(member, union_edges, centre, torch.searchsorted(keys, nodes * num_nodes + nodes))
 
 
+def route_input(
+    x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None, level: str = "graph",
+    num_graphs: int | None = None, *, hops: int = 2,
+) -> torch.Tensor:
+    """A structure-aware router's input per token, ``[T, d + 5]``: ``[mean of X || structure features]`` per graph
+    (``level="graph"``, ``[G, ·]``) or per node's ``hops``-hop ego-subgraph (``level="node"``, ``[N, ·]``). It
+    depends on the data only, so a task computes it once per graph and passes it to every forward."""
+    check_arg(level in LEVELS, "level", level, LEVELS)
+    N = x.shape[0]
+    if level == "node":
+        ego = ego_subgraphs(edge_index, N, hops)
+        x_ego = x[ego.node]
+        feats = structure_features(ego.edge_index, len(ego.node), ego.batch, x_ego, num_graphs=N)
+        return torch.cat([global_mean_pool(x_ego, ego.batch, N), feats], -1)
+    G = count_graphs(batch, num_graphs)
+    feats = structure_features(edge_index, N, batch, x, num_graphs=G)
+    return torch.cat([global_mean_pool(x, batch, G), feats], -1)
+
+
 class GNNEncoder(nn.Module):
     """A GIN or GCN encoder: node features ``[N, d_in]`` → node embeddings ``[N, hidden]``.
 
@@ -334,18 +353,8 @@ class GMoPE(_PromptedGNN):
         self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None, level: str = "graph",
         num_graphs: int | None = None,
     ) -> torch.Tensor:
-        """The router's input per token, ``[T, d + 5]``: per graph (``[G, ·]``) or per node's ego-subgraph
-        (``[N, ·]``). It depends on the data only, so a node task can compute it once and pass it to forward."""
-        check_arg(level in LEVELS, "level", level, LEVELS)
-        N = x.shape[0]
-        if level == "node":
-            ego = ego_subgraphs(edge_index, N, self.hops)
-            x_ego = x[ego.node]
-            feats = structure_features(ego.edge_index, len(ego.node), ego.batch, x_ego, num_graphs=N)
-            return torch.cat([global_mean_pool(x_ego, ego.batch, N), feats], -1)
-        G = count_graphs(batch, num_graphs)
-        feats = structure_features(edge_index, N, batch, x, num_graphs=G)
-        return torch.cat([global_mean_pool(x, batch, G), feats], -1)
+        """The router's input per token (:func:`route_input`, with this model's ``hops``)."""
+        return route_input(x, edge_index, batch, level, num_graphs, hops=self.hops)
 
     def expert_outputs(self, x: torch.Tensor, edge_index: torch.Tensor, experts: list[int] | None = None) -> torch.Tensor:
         """Experts on the whole batch: ``[len(experts), N, H]`` (all M by default), expert m reading ``X + 1 p_mᵀ``."""
@@ -450,4 +459,41 @@ class DensePromptGNN(_PromptedGNN):
 
     def freeze_experts(self, router: bool = True) -> None:
         """Freeze the encoder; the prompt stays trainable (``router`` is accepted for a common call)."""
+        self.encoder.requires_grad_(False)
+
+
+class PlainGNN(_PromptedGNN):
+    """One GNN encoder behind the same call and output as :class:`GMoPE` (no prompt, no router): the backbone of
+    the single-GNN rows (full fine-tuning, linear probe and the ProG prompts, which wrap its ``encoder``).
+
+    Args:
+        d: node feature width.
+        kind: ``"gin"`` or ``"gcn"``.
+        hidden: width of every layer and of the embeddings.
+        layers: message-passing layers.
+    """
+
+    prompts = None
+
+    def __init__(self, d: int = 32, kind: str = "gin", hidden: int = 64, layers: int = 2) -> None:
+        super().__init__()
+        self.d, self.out_dim = d, hidden
+        self.encoder = GNNEncoder(kind, d, hidden, layers)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        batch: torch.Tensor | None = None,
+        *,
+        level: str = "graph",
+        route_input: torch.Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> GMoPEOutput:
+        check_arg(x.dim() == 2 and x.shape[1] == self.d, "x.shape", tuple(x.shape), f"[N, {self.d}]")
+        nodes = self.encoder(x, edge_index)
+        return GMoPEOutput(nodes, global_mean_pool(nodes, batch, count_graphs(batch, num_graphs)))
+
+    def freeze_experts(self, router: bool = True) -> None:
+        """Freeze the encoder (``router`` is accepted for a common call)."""
         self.encoder.requires_grad_(False)

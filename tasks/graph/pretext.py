@@ -111,20 +111,27 @@ def link_loss(
     *,
     decoder: LinkDecoder | None = None,
     batch: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Link prediction loss: BCE of the edges (label 1) and as many sampled non-edges (label 0).
+    """Link prediction loss: BCE of the edges (label 1) and about as many sampled non-edges (label 0).
 
     Args:
         z: ``[N, H]`` node embeddings.
         edge_index: ``[2, E]`` the positive edges (typically edges held out of the message passing).
         num_nodes: N.
         decoder: an MLP decoder; None for the dot product.
-        batch: ``[N]`` graph of each node: negatives are then drawn inside each graph.
+        batch: ``[N]`` graph of each node: negatives are then drawn inside each graph (as many per graph as
+            there are positives per graph on average).
+        known: ``[2, E']`` every edge a negative must avoid (default: ``edge_index``); pass the whole graph's edges
+            when only some of them are the positives.
     """
+    known = edge_index if known is None else known
     if batch is None:
-        negatives = negative_sampling(edge_index, num_nodes=num_nodes, num_neg_samples=edge_index.shape[1])
+        negatives = negative_sampling(known, num_nodes=num_nodes, num_neg_samples=edge_index.shape[1])
     else:
-        negatives = batched_negative_sampling(edge_index, batch)
+        per_graph = -(-edge_index.shape[1] // (int(batch.max()) + 1))
+        negatives = batched_negative_sampling(known, batch, num_neg_samples=per_graph)
+    negatives = negatives.long()  # PyG returns a float tensor when it finds no pair to sample
     logits = link_scores(z, torch.cat([edge_index, negatives], 1), decoder)
     labels = torch.cat([logits.new_ones(edge_index.shape[1]), logits.new_zeros(negatives.shape[1])])
     return F.binary_cross_entropy_with_logits(logits, labels)
