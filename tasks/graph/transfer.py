@@ -132,47 +132,64 @@ def _with_aux(loss: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
     return loss if extra is None else loss + extra
 
 
-def classify(
+class Classifier(nn.Module):
+    """An adapted backbone with its head (or GraphPrompt's prototypes of the labelled examples ``train_idx``)."""
+
+    def __init__(self, adapter: Adapter, num_classes: int, train_idx: torch.Tensor, y_train: torch.Tensor) -> None:
+        super().__init__()
+        self.adapter, self.num_classes = adapter, num_classes
+        self.head = None if adapter.prototypes else nn.Linear(adapter.out_dim, num_classes)
+        self.train_idx, self.y_train = train_idx, y_train
+
+    def forward(self, g: GraphInput) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, ExpertStats]]:
+        """Logits ``[examples, C]`` of every example of ``g``, the aux losses and the routing stats."""
+        embeddings, aux, stats = self.adapter(g)
+        if self.head is not None:
+            return self.head(embeddings), aux, stats
+        prototypes = GraphPrompt.prototypes(embeddings[self.train_idx], self.y_train, self.num_classes)
+        return self.adapter.body.logits(embeddings, prototypes), aux, stats
+
+
+def tune_classifier(
     method: str, backbone: Backbone | None, g: GraphInput, y: torch.Tensor, train_idx: torch.Tensor,
-    test_idx: torch.Tensor, num_classes: int, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
-) -> Result:
-    """Tune ``method`` on the examples ``train_idx`` of ``g`` (labels ``y``) and score ``test_idx``.
+    num_classes: int, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
+) -> tuple[Classifier, int]:
+    """Tune ``method`` and a head on the labelled examples ``train_idx`` of ``g``.
 
     Args:
         method: the adaptation.
         backbone: the pretrained backbone (None for ``scratch``).
         g: the input; its examples are nodes or graphs by ``g.level``.
-        y: ``[examples]`` labels.
-        train_idx: the labelled shots.
-        test_idx: the examples scored.
+        y: ``[examples]`` labels (only ``y[train_idx]`` is read).
+        train_idx: the labelled examples.
         num_classes: C.
         model_cfg: the model config.
         train_cfg: the tuning steps and learning rate.
         seed: initialises the head and the fresh GNN of ``scratch``.
 
     Returns:
-        accuracy and macro-F1 (torchmetrics) of ``test_idx``.
+        the tuned classifier and how many parameters were tuned.
     """
     torch.manual_seed(seed)
-    adapter = Adapter(method, backbone, model_cfg, g.x.shape[1])
-    head = None if adapter.prototypes else nn.Linear(adapter.out_dim, num_classes)
     y_train = y[train_idx]
-
-    def logits(embeddings: torch.Tensor) -> torch.Tensor:
-        if head is not None:
-            return head(embeddings)
-        prototypes = GraphPrompt.prototypes(embeddings[train_idx], y_train, num_classes)
-        return adapter.body.logits(embeddings, prototypes)
+    classifier = Classifier(Adapter(method, backbone, model_cfg, g.x.shape[1]), num_classes, train_idx, y_train)
 
     def loss() -> torch.Tensor:
-        embeddings, aux, _ = adapter(g)
-        return _with_aux(F.cross_entropy(logits(embeddings)[train_idx], y_train), aux)
+        logits, aux, _ = classifier(g)
+        return _with_aux(F.cross_entropy(logits[train_idx], y_train), aux)
 
-    tunable = _tune(adapter, head, loss, train_cfg)
+    return classifier, _tune(classifier.adapter, classifier.head, loss, train_cfg)
+
+
+def classify(
+    method: str, backbone: Backbone | None, g: GraphInput, y: torch.Tensor, train_idx: torch.Tensor,
+    test_idx: torch.Tensor, num_classes: int, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
+) -> Result:
+    """:func:`tune_classifier` on ``train_idx``, then accuracy and macro-F1 (torchmetrics) of ``test_idx``."""
+    classifier, tunable = tune_classifier(method, backbone, g, y, train_idx, num_classes, model_cfg, train_cfg, seed)
     with torch.no_grad():
-        embeddings, _, stats = adapter(g)
-        pred = logits(embeddings).argmax(-1)[test_idx]
-    target = y[test_idx]
+        logits, _, stats = classifier(g)
+    pred, target = logits.argmax(-1)[test_idx], y[test_idx]
     metrics = {"acc": float(multiclass_accuracy(pred, target, num_classes, average="micro")),
                "f1": float(multiclass_f1_score(pred, target, num_classes, average="macro"))}
     return Result(metrics, tunable, stats)
