@@ -42,6 +42,8 @@ def _quiet_lightning() -> None:
         message=".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`|is smaller than the logging"
         "|exists and is not empty|Checkpoint directory).*",
     )
+    # torch-geometric scripts a few helpers with torch.jit at import, which torch now deprecates
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
 
 
 WRAPPABLE = {"description", "detail"}  # prose columns; every other cell is never cut or wrapped

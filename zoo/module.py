@@ -179,9 +179,14 @@ class ZooModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         on_optimizer_step(self.model, self.global_step)
 
+    def optimized(self) -> nn.Module:
+        """The module whose parameters the optimizer trains: the model (a task that trains parts outside it, such
+        as a pretext head, returns the whole LightningModule)."""
+        return self.model
+
     def configure_optimizers(self) -> Any:
         cfg = self.optim
-        groups = param_groups(self.model, cfg.weight_decay)
+        groups = param_groups(self.optimized(), cfg.weight_decay)
         if cfg.name == "sgd":
             optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         else:

@@ -32,8 +32,8 @@ TASK = TaskSpec(
     predict_input="EDGES.csv of your graph (source,target per line), or a TU dataset folder for graph "
     "classification",
     predict_options=(
-        PredictOption("nodes", "node CSV: id, feature columns and an optional label column (blank: unknown); "
-                      "the labelled nodes are the shots the prompts are tuned on", metavar="CSV"),
+        PredictOption("nodes", "node CSV with a header, columns node[,label][,features...] (a blank label: "
+                      "unknown); the labelled nodes are the shots the prompts are tuned on", metavar="CSV"),
         PredictOption("align", "project features of another width onto the weights' width by SVD",
                       flag_only=True),
         PredictOption("steps", "tuning steps on the labelled examples (default: the recipe's)", type=int,

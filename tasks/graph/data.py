@@ -2,20 +2,19 @@
 
 Every graph's features are aligned to ``data.dim`` by SVD (:func:`~.formats.align_features`) once, when first
 asked for, and cached. Pretraining's examples are the ``hops``-hop ego-subgraphs of every node of the pretraining
-domains: :class:`EgoSet` builds them all at once (:func:`~.models.ego_subgraphs`) with their router inputs, and a
-batch of centres is sliced out of that union with index operations, so no loop in Python runs over nodes or edges.
+domains, a PyG ``InMemoryDataset`` (:class:`GraphSet`) that :func:`ego_dataset` builds for all nodes at once with
+their router inputs, so no loop in Python runs over nodes or edges; PyG's ``DataLoader`` batches them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch, Data, InMemoryDataset
+from torch_geometric.loader import DataLoader
 
 from .config import GraphConfig
 from .formats import align_features
@@ -62,57 +61,47 @@ def aligned_graphs(graphs: list[Data], dim: int) -> list[Data]:
 
 
 @lru_cache(maxsize=4)
-def downstream_graph(name: str, seed: int, dim: int) -> Data | list[Data]:
-    """A downstream evaluation's data with aligned features: ``karate`` (a graph), ``atlas`` (a list of graphs) or
+def downstream_graph(name: str, seed: int, dim: int) -> Data | GraphSet:
+    """A downstream evaluation's data with aligned features: ``karate`` (a graph), ``atlas`` (a dataset of graphs) or
     ``link`` (the unseen LFR graph of data seed ``seed``)."""
     if name == "karate":
         return aligned(karate(), dim)
     if name == "atlas":
-        return aligned_graphs(graph_atlas(), dim)
+        return GraphSet.from_list(aligned_graphs(graph_atlas(), dim))
     return aligned(link_graph(seed), dim)
 
 
-@dataclass
-class EgoBatch:
-    """A batch of ``num_graphs`` ego-subgraphs: node features ``x [S, d]``, ``edge_index [2, E]``, the ego of each
-    node ``batch [S]`` and each ego's router input ``route [num_graphs, d + 5]``."""
-
-    x: torch.Tensor
-    edge_index: torch.Tensor
-    batch: torch.Tensor
-    route: torch.Tensor
-    num_graphs: int
-
-
-class EgoSet:
-    """Every node's ego-subgraph in a list of graphs, as one union to slice batches from.
+class GraphSet(InMemoryDataset):
+    """Graphs held in memory as a PyG ``InMemoryDataset`` (no files): the zoo's synthetic domains, the graph atlas
+    and the ego-subgraphs of pretraining, for PyG's ``DataLoader``.
 
     Args:
-        graphs: the graphs (features already aligned to one width).
-        hops: k of the k-hop ego-subgraphs.
+        data: every graph's tensors, concatenated (PyG's collated storage, edge indices local to each graph).
+        slices: where each graph's rows start in each tensor of ``data``.
     """
 
-    def __init__(self, graphs: list[Data], hops: int) -> None:
-        union = Batch.from_data_list([Data(x=g.x, edge_index=g.edge_index, num_nodes=g.num_nodes) for g in graphs])
-        ego = ego_subgraphs(union.edge_index, union.num_nodes, hops)
-        self.x = union.x[ego.node]
-        self.edge_index, self.ego = ego.edge_index, ego.batch
-        self.route = route_input(union.x, union.edge_index, level="node", hops=hops)
-        self.size = union.num_nodes
+    def __init__(self, data: Data, slices: dict[str, torch.Tensor]) -> None:
+        super().__init__(None, log=False)
+        self.data, self.slices = data, slices
 
-    def __len__(self) -> int:
-        return self.size
+    @classmethod
+    def from_list(cls, graphs: list[Data]) -> GraphSet:
+        return cls(*cls.collate(graphs))
 
-    def collate(self, centres: list[int]) -> EgoBatch:
-        """The ego-subgraphs of ``centres`` as one batch (egos in ascending centre order)."""
-        centres_t = torch.as_tensor(sorted(centres), dtype=torch.long)
-        member = torch.isin(self.ego, centres_t)
-        keep = member.nonzero()[:, 0]
-        new_id = torch.full((len(self.ego),), -1, dtype=torch.long)
-        new_id[keep] = torch.arange(len(keep))
-        edges = self.edge_index[:, member[self.edge_index[0]]]
-        return EgoBatch(self.x[keep], new_id[edges], torch.searchsorted(centres_t, self.ego[keep]),
-                        self.route[centres_t], len(centres_t))
+
+def ego_dataset(graphs: list[Data], hops: int) -> GraphSet:
+    """Every node's ``hops``-hop ego-subgraph in ``graphs`` (features aligned to one width), each with its router
+    input ``route [1, d + 5]``, built for all nodes at once from :func:`~.models.ego_subgraphs` (its union lists the
+    egos one after another, edges sorted by source, so each ego is one slice)."""
+    union = Batch.from_data_list([Data(x=g.x, edge_index=g.edge_index, num_nodes=g.num_nodes) for g in graphs])
+    N = union.num_nodes
+    ego = ego_subgraphs(union.edge_index, N, hops)
+    node_ptr = torch.cat([ego.batch.new_zeros(1), torch.bincount(ego.batch, minlength=N).cumsum(0)])
+    owner = ego.batch[ego.edge_index[0]]
+    edge_ptr = torch.cat([owner.new_zeros(1), torch.bincount(owner, minlength=N).cumsum(0)])
+    data = Data(x=union.x[ego.node], edge_index=ego.edge_index - node_ptr[owner],
+                route=route_input(union.x, union.edge_index, level="node", hops=hops))
+    return GraphSet(data, {"x": node_ptr, "edge_index": edge_ptr, "route": torch.arange(N + 1)})
 
 
 class GraphDataModule(L.LightningDataModule):
@@ -128,7 +117,7 @@ class GraphDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.domains = list(cfg.data.domains if domains is None else domains)
-        self.egos: EgoSet | None = None
+        self.egos: GraphSet | None = None
 
     def graph(self, name: str) -> Data:
         """Domain ``name``'s graph, features aligned."""
@@ -137,12 +126,12 @@ class GraphDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.egos is None:
-            self.egos = EgoSet([self.graph(name) for name in self.domains], self.cfg.data.hops)
+            self.egos = ego_dataset([self.graph(name) for name in self.domains], self.cfg.data.hops)
 
     def train_dataloader(self) -> DataLoader:
         assert self.egos is not None
-        return DataLoader(range(len(self.egos)), batch_size=self.cfg.train.batch_size, shuffle=True,
-                          drop_last=len(self.egos) > self.cfg.train.batch_size, collate_fn=self.egos.collate)
+        return DataLoader(self.egos, batch_size=self.cfg.train.batch_size, shuffle=True,
+                          drop_last=len(self.egos) > self.cfg.train.batch_size)
 
 
 def build_datamodule(cfg: GraphConfig) -> GraphDataModule:

@@ -22,7 +22,6 @@ from collections import defaultdict
 from typing import Any
 
 import lightning as L
-import torch
 
 from zoo.task import quiet_trainer
 
@@ -97,10 +96,10 @@ def evaluate(cfg: GraphConfig, trainer: L.Trainer, module: Any, dm: GraphDataMod
         tunable["karate"] = [r.tunable for r in results]
     if "atlas" in data.downstream:
         graphs = downstream_graph("atlas", data.seed, data.dim)
-        g = GraphInput.graphs(graphs, backbone)
-        y = torch.cat([graph.y for graph in graphs])
-        results = [classify(method, backbone, g, y, *k_shot_graphs(graphs, data.atlas_shots, split),
-                            int(graphs[0].num_classes), cfg.model, cfg.train, cfg.seed * 1000 + split)
+        g = GraphInput.graphs(list(graphs), backbone)
+        y = graphs.y
+        results = [classify(method, backbone, g, y, *k_shot_graphs(list(graphs), data.atlas_shots, split),
+                            int(graphs.y.max()) + 1, cfg.model, cfg.train, cfg.seed * 1000 + split)
                    for split in _splits(cfg)]
         metrics["atlas_acc"], metrics["atlas_f1"] = _mean(results, "acc"), _mean(results, "f1")
         tunable["atlas"] = [r.tunable for r in results]

@@ -148,11 +148,22 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     rows = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        for row in reader:
-            fields = [field.strip() for field in row]
-            if any(fields) and not fields[0].startswith("#"):
-                rows.append((reader.line_num, fields))
+        try:
+            for row in reader:
+                fields = [field.strip() for field in row]
+                if any(fields) and not fields[0].startswith("#"):
+                    rows.append((reader.line_num, fields))
+        except UnicodeDecodeError as err:
+            raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start} of a read block); expected a CSV file") from None
     return rows
+
+
+def _text(path: Path) -> str:
+    """A text file's content; a file that is not UTF-8 text is an input error, not a crash."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ZooValueError(f"{path}: not UTF-8 text (byte {err.start}); expected a text file") from None
 
 
 def _number(path: Path, line: int, name: str, text: str) -> float:
@@ -360,7 +371,7 @@ def _test_index(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ZooValueError(f"{path} does not exist; a Planetoid folder holds ind.<name>.{{{','.join(PLANETOID_FILES)}}}")
     values = []
-    for line, text in enumerate(path.read_text().splitlines(), 1):
+    for line, text in enumerate(_text(path).splitlines(), 1):
         if text.strip():
             try:
                 values.append(int(text))
@@ -431,7 +442,7 @@ def _read_table(path: Path, kind: type, required: bool = True) -> np.ndarray | N
             raise ZooValueError(f"{path} does not exist")
         return None
     rows: list[list[float]] = []
-    for line, text in enumerate(path.read_text().splitlines(), 1):
+    for line, text in enumerate(_text(path).splitlines(), 1):
         if not text.strip():
             continue
         fields = [field.strip() for field in text.split(",")]

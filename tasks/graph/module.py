@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch_geometric.data import Batch
 
 from zoo.module import StepOutput, ZooModule
 
 from .config import GraphConfig, ModelConfig
-from .data import EgoBatch
 from .models import GMoPE, DensePromptGNN, GMoPEOutput, MoENoPrompt, PlainGNN
 from .pretext import LinkDecoder, drop_edges, link_loss, mask_features, nt_xent
 
@@ -66,13 +66,13 @@ class GraphModule(ZooModule):
         else:
             self.head = LinkDecoder(width)
 
-    def encode(self, batch: EgoBatch, x: torch.Tensor | None = None,
+    def encode(self, batch: Batch, x: torch.Tensor | None = None,
                edge_index: torch.Tensor | None = None) -> GMoPEOutput:
         """The backbone on a batch of ego-subgraphs (optionally with other features or edges), routed per ego."""
         return self.model(batch.x if x is None else x, batch.edge_index if edge_index is None else edge_index,
                           batch.batch, level="graph", route_input=batch.route, num_graphs=batch.num_graphs)
 
-    def step(self, batch: EgoBatch) -> StepOutput:
+    def step(self, batch: Batch) -> StepOutput:
         cfg = self.train_cfg
         if cfg.pretext == "graphcl":
             views = [self.encode(batch, mask_features(batch.x, cfg.augment), drop_edges(batch.edge_index, cfg.augment))
@@ -91,8 +91,9 @@ class GraphModule(ZooModule):
             aux = out.aux
         return StepOutput(loss, aux=aux, stats=out.stats, batch_size=batch.num_graphs)
 
-    def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+    def optimized(self) -> nn.Module:
+        """The backbone and the pretext head."""
+        return self
 
 
 def build_module(cfg: GraphConfig, info: Mapping[str, Any]) -> GraphModule:

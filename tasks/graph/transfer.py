@@ -12,6 +12,7 @@ held-out edges against sampled non-edges. Routing inputs are computed once per g
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -207,9 +208,12 @@ def edge_split(graph: Data, share: float, seed: int) -> tuple[torch.Tensor, torc
     order = torch.randperm(upper.shape[1], generator=generator)
     count = max(1, round(share * upper.shape[1]))
     test, train = upper[:, order[:count]], upper[:, order[count:]]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    state = random.getstate()  # PyG samples non-edges with Python's random module
+    random.seed(seed)
+    try:
         negatives = negative_sampling(graph.edge_index, num_nodes=graph.num_nodes, num_neg_samples=count)
+    finally:
+        random.setstate(state)
     return torch.cat([train, train.flip(0)], 1), test, negatives
 
 

@@ -48,6 +48,7 @@ RL_WEIGHTS = "rl/pmoe-sac_k4.hopper-v5"
 VAD_WEIGHTS = "video_anomaly/gsmoe.synthvad"
 DET_WEIGHTS = "detection/damex.mini-uodb"
 NERF_WEIGHTS = "nerf/hmohe.procedural-city"
+GRAPH_WEIGHTS = "graph/gmope.synthetic"
 RECIPE = "moe_e8k2_m3-monthly"
 TRAIN = ("train", "forecasting", "--recipe", RECIPE, "--smoke", "--no-progress")
 # What `zoo train` may print before its error: the run dir it made, and that it removed it again.
@@ -138,6 +139,15 @@ def _png(width: int, height: int, mode: str = "RGB") -> Callable[[], bytes]:
     return make
 
 
+def _graph_nodes(labels: str, width: int = 32, first: str = "1.0") -> str:
+    """The nodes CSV of ``graph/edges.csv`` (nodes a, b, c, d): one label letter per node (a space: unlabelled)
+    and ``width`` features, node a's first one ``first``."""
+    rows = ["node,label" + "".join(f",f{k}" for k in range(width))]
+    for node, label in zip("abcd", labels):
+        rows.append(f"{node},{label.strip()}," + ",".join([first if node == "a" else "0.5"] + ["0.5"] * (width - 1)))
+    return "\n".join(rows) + "\n"
+
+
 INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "empty.csv": "",
     "binary.bin": bytes(range(256)) * 4,
@@ -178,6 +188,15 @@ INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "nerf/missing_image.json": lambda: _transforms([_frame("a.png"), _frame("gone.png")]),
     "nerf/pose_3x3.json": json.dumps(np.eye(3).tolist()),
     "nerf/pose_scaled.json": json.dumps({"transform_matrix": np.diag([2.0, 2.0, 2.0, 1.0]).tolist()}),
+    "graph/edges.csv": "a,b\nb,c\nc,d\nd,a\n",
+    "graph/edges_unknown.csv": "a,b\nb,zed\n",
+    "graph/nodes.csv": _graph_nodes("xxyy"),
+    "graph/nodes_nan.csv": _graph_nodes("xxyy", first="nan"),
+    "graph/nodes_w5.csv": _graph_nodes("xxyy", width=5),
+    "graph/nodes_unlabelled.csv": _graph_nodes("    "),
+    "graph/nodes_one_class.csv": _graph_nodes("xx  "),
+    "graph/tu/TOY_graph_indicator.txt": "1\n1\n2\n",
+    "graph/tu/TOY_graph_labels.txt": "0\n1\n",
 }
 
 
@@ -360,6 +379,8 @@ RL = ("predict", "rl", "--weights", RL_WEIGHTS)
 V = ("predict", "video_anomaly", "--weights", VAD_WEIGHTS)
 D = ("predict", "detection", "--weights", DET_WEIGHTS)
 N = ("predict", "nerf", "--weights", NERF_WEIGHTS)
+G = ("predict", "graph", "--weights", GRAPH_WEIGHTS)
+GN = ("--nodes", "{in}/graph/nodes.csv")
 NT = ("train", "nerf", "--recipe", "hmohe_city", "--smoke", "--no-progress", "--set")
 DT = ("train", "detection", "--recipe", "dense_miniuodb", "--smoke", "--no-progress", "--set", "data.miniuodb=[]",
       "--set", "data.real=[]", "--set")
@@ -517,6 +538,23 @@ CASES: list[Case] = [
     Case("nerf-capture-missing-image", (*NT, "data.scene={in}/nerf/missing_image.json"), 2, "not found"),
     Case("nerf-capture-no-scene", (*NT, "data.scene={in}/full_dir"), 2, "not a scene"),
     Case("nerf-small-views", (*NT, "data.size=32"), 2, "data.size"),
+    Case("graph-unknown-node", (*G, "{in}/graph/edges_unknown.csv", *GN), 2, "node 'zed' is not in"),
+    Case("graph-nan-feature", (*G, "{in}/graph/edges.csv", "--nodes", "{in}/graph/nodes_nan.csv"), 2,
+         "f0='nan'; expected a finite number"),
+    Case("graph-width-without-align", (*G, "{in}/graph/edges.csv", "--nodes", "{in}/graph/nodes_w5.csv"), 2,
+         "5 feature columns but the weights take 32; add --align"),
+    Case("graph-no-labelled-nodes", (*G, "{in}/graph/edges.csv", "--nodes", "{in}/graph/nodes_unlabelled.csv",
+                                     "--out", "{given}/pred.csv"), 2, "no labelled nodes"),
+    Case("graph-no-nodes-csv", (*G, "{in}/graph/edges.csv", "--align"), 2, "comes without --nodes CSV"),
+    Case("graph-one-labelled-class", (*G, "{in}/graph/edges.csv", "--nodes", "{in}/graph/nodes_one_class.csv",
+                                      "--out", "{given}/pred.csv", "--plot", "{given}/graph.png"), 2,
+         "tuning needs labelled nodes of at least 2 classes"),
+    Case("graph-missing-edges", (*G, "{in}/graph/nope.csv", *GN), 2, "nope.csv: no such file or folder"),
+    Case("graph-binary-edges", (*G, "{in}/binary.bin", *GN), 2, "not UTF-8 text"),
+    Case("graph-binary-nodes", (*G, "{in}/graph/edges.csv", "--nodes", "{in}/binary.bin"), 2, "not UTF-8 text"),
+    Case("graph-empty-edges", (*G, "{in}/empty.csv", *GN), 2, "is empty; expected rows 'source,target'"),
+    Case("graph-tu-missing-A", (*G, "{in}/graph/tu"), 2, "TOY_A.txt does not exist"),
+    Case("graph-plot-jpg", (*G, "{in}/graph/edges.csv", *GN, "--plot", "{given}/graph.jpg"), 2, "ending in .png"),
     Case("det-mix-expert-map", ("train", "detection", "--recipe", "damex_miniuodb", "--smoke", "--set",
                                 "data.experts={{miniuodb/digits: 0}}"), 2, "gives no expert to dataset(s)"),
     Case("det-unknown-domain", ("train", "detection", "--recipe", "damex_miniuodb", "--set", "data.miniuodb=[cats]"),
