@@ -126,6 +126,24 @@ def _nerf_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]
     return (), {"orbit": 2, "out": str(tmp / "nerf_out")}
 
 
+def _graph_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """Two 6-node cliques joined by one edge, random features of the weights' width, two labelled nodes per
+    clique (the shots the prompts are tuned on)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    nodes = [f"{side}{i}" for side in "ab" for i in range(6)]
+    edges = [(f"{s}{i}", f"{s}{j}") for s in "ab" for i in range(6) for j in range(i + 1, 6)] + [("a0", "b0")]
+    (tmp / "edges.csv").write_text("".join(f"{u},{v}\n" for u, v in edges))
+    width = int(info["dim"])
+    lines = ["node,label," + ",".join(f"f{k}" for k in range(width))]
+    for node in nodes:
+        label = node[0] if node[1] in "12" else ""
+        lines.append(f"{node},{label}," + ",".join(f"{v:.4f}" for v in rng.normal(size=width)))
+    (tmp / "nodes.csv").write_text("\n".join(lines) + "\n")
+    return (str(tmp / "edges.csv"),), {"nodes": str(tmp / "nodes.csv")}
+
+
 def run(hide: bool = True) -> list[dict[str, Any]]:
     from zoo import api
 
@@ -143,9 +161,10 @@ def run(hide: bool = True) -> list[dict[str, Any]]:
             loaded = api.load_weights(entry.id)
             loaded_s = time.perf_counter() - start
             task = loaded.task.name
-            if task in ("recsys", "video_anomaly", "detection", "nerf"):
+            if task in ("recsys", "video_anomaly", "detection", "nerf", "graph"):
                 args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input,
-                                 "detection": _detection_input, "nerf": _nerf_input}[task](Path(tmp), loaded.info)
+                                 "detection": _detection_input, "nerf": _nerf_input,
+                                 "graph": _graph_input}[task](Path(tmp), loaded.info)
             else:
                 args, options = inputs[task](Path(tmp))
             home = os.environ.get("ZOO_HOME")

@@ -403,6 +403,7 @@ def _publish(args: argparse.Namespace) -> int:
     plain_info, info_tensors = modelinfo.split(loaded.info)
     state = {**model.state_dict(), **info_tensors}
     total, active = count_params(model)
+    before = set(hub.weights_dir().glob("*")) if hub.weights_dir().is_dir() else set()
     artifact = hub.publish(
         state,
         to_dict(cfg),
@@ -413,7 +414,13 @@ def _publish(args: argparse.Namespace) -> int:
                "eval": {"split": "test", "metrics": metrics}},
     )
     entry = artifact.entry(spec.name, params_total=total, params_active=active, metrics=metrics, board=args.board, default=args.default)
-    hub.add_entry(api.manifest_path(spec.name), entry)
+    try:
+        hub.add_entry(api.manifest_path(spec.name), entry)
+    except ZooError:  # the manifest refused the entry: leave no file behind that nothing names
+        for path in (artifact.weights_path, artifact.config_path):
+            if path not in before:
+                path.unlink(missing_ok=True)
+        raise
     print(f"published {entry.id} → {artifact.weights_path}")
     return 0
 

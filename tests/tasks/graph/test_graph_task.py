@@ -276,3 +276,44 @@ def test_train_by_name_in_both_argument_orders(tmp_path, capsys, order):
     run_info = json.loads((run / "run.json").read_text())
     assert run_info["smoke"] is True and run_info["recipe"] == "gpf_transfer"
     assert "tune_steps: 3" in (run / "config.yaml").read_text()  # --set wins over --smoke
+
+
+# ---------------------------------------------------------------- zoo weights publish
+
+
+def test_publish_under_a_taken_id_leaves_no_file_behind(tmp_path, capsys, monkeypatch):
+    import zoo.api
+
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(weights))
+    monkeypatch.setattr(zoo.api, "manifest_path", lambda task: tmp_path / "manifests" / task / "weights.yaml")
+    runs = []
+    for seed in (0, 1):
+        runs.append(tmp_path / f"run{seed}")
+        assert main(["train", "graph", "--recipe", "gpf_transfer", "--smoke", "--seed", str(seed), "--set",
+                     "data.splits=1", "--set", "train.tune_steps=2", "--out", str(runs[-1]), "--no-progress"]) == 0
+    publish = ["weights", "publish", "--task", "graph", "--arch", "gpf", "--tag", "t"]
+    assert main([*publish, "--run", str(runs[0])]) == 0
+    first = sorted(p.name for p in weights.iterdir())
+    capsys.readouterr()
+    assert main([*publish, "--run", str(runs[1])]) == 2  # another run under the same id: refused
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("zoo: error:") and "already exists" in err[-1]
+    assert sorted(p.name for p in weights.iterdir()) == first
+
+
+def test_shipped_weights_reproduce_their_published_karate_score():
+    import dataclasses
+
+    import zoo.api
+    from zoo.tasks.graph.evaluation import evaluate
+
+    entry = zoo.api.find_entry("graph/gmope.synthetic")
+    loaded = zoo.api.load_weights(entry.id)
+    assert loaded.datamodule is None and loaded.info == {"dim": 32, "domains": list(DOMAINS)}
+    cfg = loaded.config
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, downstream=["karate"]))
+    metrics = evaluate(cfg, None, loaded.module, None)
+    # the board ran with AVX2 numerics: a tuned head may flip a node or two of the 32 karate test nodes
+    assert metrics["test/karate_acc"] == pytest.approx(entry.metrics["test/karate_acc"], abs=2 / 32)
+    assert metrics["test/max_cos"] == pytest.approx(entry.metrics["test/max_cos"], abs=1e-6)
