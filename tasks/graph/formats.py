@@ -42,6 +42,7 @@ STRUCTURAL_FEATURES = ("log_degree", "clustering", "log_mean_neighbour_degree", 
 PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 PLANETOID_VAL = 500  # validation nodes after the training ones, Planetoid's standard split
 EDGE_HEADER = ("source", "target")
+DENSE_TRIANGLES_MAX = 1024  # structural_features: common neighbours from a dense A @ A up to this many nodes
 EXACT_SVD_MAX = 1024  # align_features: exact SVD while the smaller side of x is at most this
 SVD_OVERSAMPLE, SVD_POWER_ITERATIONS = 10, 8  # randomized SVD above it
 
@@ -70,8 +71,13 @@ def undirected_edges(pairs: Tensor, num_nodes: int) -> tuple[Tensor, int, int]:
 
 def _common_neighbours(edge_index: Tensor, num_nodes: int) -> Tensor:
     """For every edge ``(u, v)`` of a sorted undirected edge index, the number of common neighbours of u and v:
-    each neighbour ``w`` of ``u`` is looked up as an edge ``(v, w)`` (work: the sum of squared degrees)."""
+    ``(A @ A)[u, v]`` on small graphs (dense ones, such as a connectome, would make the lookup slow), else each
+    neighbour ``w`` of ``u`` is looked up as an edge ``(v, w)`` (work: the sum of squared degrees)."""
     row, col = edge_index
+    if num_nodes <= DENSE_TRIANGLES_MAX:
+        adjacency = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
+        adjacency[row, col] = 1
+        return (adjacency @ adjacency)[row, col]
     degree = torch.bincount(row, minlength=num_nodes)
     first = torch.cumsum(degree, 0) - degree  # where each node's neighbours start in ``col``
     counts = degree[row]

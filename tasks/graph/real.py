@@ -1,10 +1,12 @@
 """Real graphs that need no download, for the graph task's transfer boards: networkx's karate club and graph atlas,
-the larval Drosophila mushroom-body connectome shipped in graspologic's wheel, and pykeen's three small knowledge
-graphs (UMLS, Kinships, Nations), all as PyG ``Data`` in the conventions of :mod:`.formats`.
+the larval Drosophila mushroom-body connectome and the 32 mouse DTI connectomes shipped in graspologic's wheel, and
+pykeen's three small knowledge graphs (UMLS, Kinships, Nations), all as PyG ``Data`` in the conventions of
+:mod:`.formats`.
 
 None of them brings node features a model could transfer, so ``x`` holds :func:`.formats.structural_features`
-(log degree, clustering, log mean neighbour degree, log triangles); the connectome adds its log in- and
-out-synapse counts. One-hot node ids would only name nodes, which means nothing in another graph.
+(log degree, clustering, log mean neighbour degree, log triangles); the Drosophila connectome adds its log in- and
+out-synapse counts, the mouse connectomes the log anatomy of each brain region and its log fibre strength. One-hot
+node ids would only name nodes, which means nothing in another graph.
 
 Graph atlas classes (:data:`ATLAS_CLASSES`), from networkx's ``is_forest``, ``is_bipartite`` and ``triangles``,
 checked in order: 0 ``forest`` (acyclic, edgeless graphs included), 1 ``bipartite_cycle`` (bipartite with a cycle,
@@ -13,6 +15,9 @@ triangle). Over the 1,251 atlas graphs of 2 to 7 nodes they hold 78, 70, 1,080 a
 """
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -29,6 +34,10 @@ KARATE_CLUBS = ("Mr. Hi", "Officer")  # label order of networkx's 'club' attribu
 ATLAS_CLASSES = ("forest", "bipartite_cycle", "triangle", "odd_cycle")
 DROSOPHILA_SIDES = ("left", "right")
 DROSOPHILA_CELL_TYPES = ("I", "K", "O", "P")  # input (MBIN), Kenyon cell, output (MBON), projection neuron
+MOUSE_GENOTYPES = ("BTBR", "B6", "CAST", "DBA2")  # BTBR T+ Itpr3tf/J, C57BL/6J, CAST/EiJ, DBA/2J
+MOUSE_ANATOMY = ("volume_mm3", "adc", "dwi", "e1", "e2", "e3", "fa", "rd")  # columns of a features CSV, logged
+MOUSE_FEATURE_HEADER = ("ROI", "voxels", *MOUSE_ANATOMY)
+MOUSE_RIGHT_ROI = 1000  # a right-hemisphere region's ROI number in the features CSVs: 1000 + its atlas ROI
 KNOWLEDGE_GRAPHS = ("umls", "kinships", "nations")
 KG_SPLITS = ("train", "valid", "test")
 
@@ -102,6 +111,92 @@ def drosophila(side: str = "left") -> Data:
     y = torch.tensor([DROSOPHILA_CELL_TYPES.index(t) for t in cell_types])
     return Data(x=x, edge_index=edge_index, y=y, num_classes=len(DROSOPHILA_CELL_TYPES),
                 classes=list(DROSOPHILA_CELL_TYPES))
+
+
+def _by_subject(folder: Path, prefix: str, suffix: str) -> dict[str, Path]:
+    """Subject id → path of the files in ``folder``, every one named ``<prefix><id><suffix>``."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if not (path.name.startswith(prefix) and path.name.endswith(suffix)):
+            raise ZooValueError(f"{path} is not named {prefix}<id>{suffix}")
+        found[path.name[len(prefix):-len(suffix)]] = path
+    return found
+
+
+def _mouse_anatomy(path: Path, subject: str, rois: np.ndarray) -> np.ndarray:
+    """The ``[regions, len(MOUSE_ANATOMY)]`` anatomy of one features CSV, rows in the order of ``rois``."""
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    run = rows[0][2] if rows and len(rows[0]) > 2 else None
+    header = tuple(rows[2]) if len(rows) > 2 else ()
+    if run != f"N{subject}" or header != MOUSE_FEATURE_HEADER:
+        raise ZooValueError(f"{path}: line 1 names run {run} and line 3 holds {list(header)}; expected run "
+                            f"N{subject} and the header {','.join(MOUSE_FEATURE_HEADER)}")
+    table = np.asarray(rows[3:], dtype=np.float64)
+    kept = table[table[:, 0] != 0]  # ROI 0 is everything outside the labelled regions
+    if not np.array_equal(kept[:, 0], rois) or (kept[:, 2:] <= 0).any():
+        half = len(rois) // 2
+        raise ZooValueError(f"{path} holds ROIs {kept[:, 0].astype(int).tolist()[:3]}...; expected positive anatomy "
+                            f"for ROIs 1..{half} and {MOUSE_RIGHT_ROI + 1}..{MOUSE_RIGHT_ROI + half} in that order")
+    return kept[:, 2:]
+
+
+def mouse_connectomes() -> list[Data]:
+    """The 32 mouse brain connectomes of Wang et al. (NeuroImage 2020) from graspologic's shipped files, one graph
+    per mouse for genotype classification: 8 mice (4 male, 4 female) of each strain in :data:`MOUSE_GENOTYPES`.
+
+    Nodes are the 332 regions of the symmetric Waxholm-space atlas (``atlas.csv``'s 166 regions, left hemisphere
+    first as in ``blocks.csv``); node ``v`` is atlas ROI ``v % 166 + 1``, numbered ``1000 +`` that on the right
+    in the features CSVs. Edges are the DTI tractography pairs of ``edgelists/sub-<id>_ses-1_dti.edgelist``
+    (``i j fibres``, each pair once), made undirected and unweighted; the fibre counts survive in the strength
+    feature.
+
+    Returns:
+        Graphs in ``participants.csv`` order, each with ``x`` float32 ``[332, 13]`` = structural features, the
+        log of the region's ``volume_mm3, adc, dwi, e1, e2, e3, fa, rd`` (all positive; ``voxels`` is left out,
+        being the volume over a constant 45 µm voxel) and ``log(1 + strength)`` (the fibres of the region's edges),
+        ``y`` = ``[genotype index]``, ``num_classes`` = 4, ``classes``, ``participant`` (``"sub-<id>"``) and
+        ``sex``.
+
+    Raises:
+        ZooValueError: the edge lists, feature CSVs and participants do not name the same mice, or a file is not
+            in the layout above.
+    """
+    folder = carrier_file("graspologic", "datasets/mice/participants.csv").parent
+    hemisphere = len(carrier_file("graspologic", "datasets/mice/atlas.csv").read_text().strip().splitlines()) - 1
+    num_nodes = 2 * hemisphere
+    rois = np.concatenate([np.arange(1, hemisphere + 1), MOUSE_RIGHT_ROI + np.arange(1, hemisphere + 1)])
+    with (folder / "participants.csv").open(newline="") as handle:
+        participants = list(csv.DictReader(handle))
+    edge_files = _by_subject(folder / "edgelists", "sub-", "_ses-1_dti.edgelist")
+    feature_files = _by_subject(folder / "features", "", ".csv")
+    subjects = [row["participant_id"].removeprefix("sub-") for row in participants]
+    if not sorted(subjects) == sorted(edge_files) == sorted(feature_files):
+        raise ZooValueError(f"{folder}: participants.csv names {len(subjects)} mice, edgelists/ {len(edge_files)} and "
+                            f"features/ {len(feature_files)}, differing in "
+                            f"{sorted(set(subjects) ^ set(edge_files) | set(subjects) ^ set(feature_files))}; "
+                            "expected the same mice in all three")
+    graphs = []
+    for row, subject in zip(participants, subjects):
+        check_arg(row["genotype"] in MOUSE_GENOTYPES, f"{folder}/participants.csv: genotype of {row['participant_id']}",
+                  row["genotype"], MOUSE_GENOTYPES)
+        path = edge_files[subject]
+        table = np.loadtxt(path, ndmin=2)
+        ends = table[:, :2].astype(np.int64)
+        if table.shape[1] != 3 or ends.min() < 0 or ends.max() >= num_nodes:
+            raise ZooValueError(f"{path}: {table.shape[1]} columns, nodes {ends.min()}..{ends.max()}; expected "
+                                f"'i j fibres' lines with nodes 0..{num_nodes - 1}")
+        edge_index, loops, repeats = undirected_edges(torch.from_numpy(ends.T), num_nodes)
+        if loops or repeats:
+            raise ZooValueError(f"{path}: {loops} self-loops and {repeats} repeated pairs; expected each pair once")
+        strength = np.bincount(ends.ravel(), weights=np.repeat(table[:, 2], 2), minlength=num_nodes)
+        anatomy = _mouse_anatomy(feature_files[subject], subject, rois)
+        x = torch.cat([structural_features(edge_index, num_nodes), torch.from_numpy(np.log(anatomy)).float(),
+                       torch.from_numpy(np.log1p(strength)).float()[:, None]], dim=1)
+        graphs.append(Data(x=x, edge_index=edge_index, y=torch.tensor([MOUSE_GENOTYPES.index(row["genotype"])]),
+                           num_classes=len(MOUSE_GENOTYPES), classes=list(MOUSE_GENOTYPES),
+                           participant=row["participant_id"], sex=row["sex"]))
+    return graphs
 
 
 def _triples(name: str, split: str) -> list[tuple[str, str]]:

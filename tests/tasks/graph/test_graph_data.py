@@ -5,8 +5,10 @@ carriers' files, and the k-shot splits against hand-checked properties and every
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
 import importlib.util
+import shutil
 from pathlib import Path
 
 import networkx as nx
@@ -249,6 +251,107 @@ def test_pykeen_card_matches_the_files_and_the_loader():
         split = card["split"][name]
         assert [split[k] for k in ("train", "valid", "test")] == [data[k].size(1) for k in ("train_pos", "val_pos",
                                                                                              "test_pos")]
+
+
+@pytest.fixture(scope="module")
+def mice() -> list[Data]:
+    return real.mouse_connectomes()
+
+
+def _plain_edgelist(subject: str) -> list[tuple[int, int, float]]:
+    path = carrier_file("graspologic", f"datasets/mice/edgelists/sub-{subject}_ses-1_dti.edgelist")
+    return [(int(i), int(j), float(w)) for i, j, w in (line.split() for line in path.read_text().splitlines())]
+
+
+@pytest.mark.requires_carrier("graspologic")
+def test_mouse_connectomes_against_the_files(mice: list[Data]):
+    assert len(mice) == 32
+    for data in mice:
+        assert_graph(data)
+        assert data.num_nodes == 332 and data.x.shape == (332, 13) and data.y.shape == (1,)
+        assert data.num_classes == 4 and data.classes == list(real.MOUSE_GENOTYPES)
+        assert torch.bincount(data.edge_index[0], minlength=332).min() > 0  # every region has an edge
+    with carrier_file("graspologic", "datasets/mice/participants.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [d.participant for d in mice] == [r["participant_id"] for r in rows]
+    assert [real.MOUSE_GENOTYPES[int(d.y)] for d in mice] == [r["genotype"] for r in rows]
+    assert collections.Counter((real.MOUSE_GENOTYPES[int(d.y)], d.sex) for d in mice) == {
+        (g, sex): 4 for g in real.MOUSE_GENOTYPES for sex in ("male", "female")}
+
+    data = mice[[d.participant for d in mice].index("sub-54855")]  # the sparsest mouse
+    lines = _plain_edgelist("54855")
+    assert data.edge_index.size(1) == 2 * len(lines) == 2 * 26802
+    assert {tuple(e) for e in data.edge_index.T.tolist()} == {*((i, j) for i, j, _ in lines),
+                                                             *((j, i) for i, j, _ in lines)}
+    degree = collections.Counter(v for i, j, _ in lines for v in (i, j))
+    torch.testing.assert_close(data.x[:, 0], torch.tensor([degree[v] for v in range(332)]).log1p().float())
+    torch.testing.assert_close(data.x[:, :4], structural_features(data.edge_index, 332))
+    features = carrier_file("graspologic", "datasets/mice/features/54855.csv").read_text().splitlines()
+    by_roi = {int(line.split(",")[0]): [float(v) for v in line.split(",")[2:]] for line in features[3:]}
+    for node, roi in ((5, 6), (200, 1035)):  # left: atlas ROI node + 1; right: 1000 + ROI (node - 166 + 1)
+        strength = sum(w for i, j, w in lines if node in (i, j))
+        assert data.x[node, 12].item() == pytest.approx(np.log1p(strength), rel=1e-6)
+        torch.testing.assert_close(data.x[node, 4:12], torch.tensor(np.log(by_roi[roi])).float())
+
+
+@pytest.mark.requires_carrier("graspologic")
+def test_mouse_card_matches_the_files_and_the_loader(mice: list[Data]):
+    card = _card("mouse-connectomes", "graspologic")
+    assert len(card["source"]["files"]) == 2 + 2 * len(mice)  # participants, atlas, an edge list and features each
+    assert card["file"]["mice"] == len(mice) and card["file"]["regions"] == mice[0].num_nodes
+    assert list(card["file"]["genotypes"]) == list(real.MOUSE_GENOTYPES)
+    assert list(card["file"]["genotypes"].values()) == torch.cat([d.y for d in mice]).bincount().tolist()
+    edges = [d.edge_index.size(1) // 2 for d in mice]
+    assert [card["graph"]["undirected_edges"][k] for k in ("min", "max")] == [min(edges), max(edges)]
+    assert card["file"]["edge_lines"]["total"] == sum(edges)  # one line per pair
+    assert len(card["graph"]["features"]) == mice[0].x.size(1)
+
+
+def _mice_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the mice folder that the loader reads instead of the installed one."""
+    folder = tmp_path / "datasets" / "mice"
+    shutil.copytree(carrier_file("graspologic", "datasets/mice/participants.csv").parent, folder)
+    monkeypatch.setattr(real, "carrier_file", lambda package, relpath: tmp_path / relpath)
+    return folder
+
+
+EDGES_54776 = "edgelists/sub-54776_ses-1_dti.edgelist"
+
+
+@pytest.mark.requires_carrier("graspologic")
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"features/54790.csv": None},
+     r"participants\.csv names 32 mice, edgelists/ 32 and features/ 31, differing in \['54790'\]"),
+    ({"edgelists/sub-54790_ses-1_dti.edgelist": None, "edgelists/sub-99_ses-1_dti.edgelist": "0 1 1\n"},
+     r"differing in \['54790', '99'\]; expected the same mice in all three"),
+    ({"edgelists/notes.txt": "x"}, r"notes\.txt is not named sub-<id>_ses-1_dti\.edgelist"),
+    ({"participants.csv": "participant_id,genotype,sex\nsub-54776,DBA2,male\n"}, r"participants\.csv names 1 mice"),
+    ({"features/54776.csv": ",runno:,N54777,atlas:,C57_symmetric_R\n\nROI,voxels,volume_mm3\n"},
+     r"54776\.csv: line 1 names run N54777 and line 3 holds \['ROI', 'voxels', 'volume_mm3'\]; expected run N54776"),
+    ({EDGES_54776: "0 1 3.0\n0 332 1.0\n"},
+     r"sub-54776_ses-1_dti\.edgelist: 3 columns, nodes 0\.\.332; expected 'i j fibres' lines with nodes 0\.\.331"),
+    ({EDGES_54776: "0 1 3.0\n1 0 1.0\n"}, r"0 self-loops and 1 repeated pairs; expected each pair once"),
+])
+def test_bad_mouse_files_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      changes: dict[str, str | None], message: str):
+    folder = _mice_copy(tmp_path, monkeypatch)
+    for relpath, content in changes.items():
+        if content is None:
+            (folder / relpath).unlink()
+        else:
+            (folder / relpath).write_text(content)
+    with pytest.raises(ZooValueError, match=message) as error:
+        real.mouse_connectomes()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.requires_carrier("graspologic")
+def test_unknown_mouse_genotype_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = _mice_copy(tmp_path, monkeypatch)
+    participants = folder / "participants.csv"
+    participants.write_text(participants.read_text().replace("sub-54776,DBA2", "sub-54776,C3H"))
+    with pytest.raises(ZooValueError, match=r"participants\.csv: genotype of sub-54776='C3H' is not allowed; expected"):
+        real.mouse_connectomes()
 
 
 # --- splits

@@ -1,7 +1,8 @@
 """The graph readers against hand-worked fixtures and PyG's own readers: the edge-list CSVs (notes, labels, every
 bad input as one line), the raw Planetoid pickles (compared with ``torch_geometric.io.read_planetoid_data``, the
 restricted unpickler refusing foreign names), the TU text format (compared with ``TUDataset`` with the network
-off), and the feature helpers (structural features against networkx, SVD alignment against numpy).
+off), PyG's ``Planetoid`` and ``TUDataset`` reading raw files without a download, and the feature helpers
+(structural features against networkx, SVD alignment against numpy).
 
 The Planetoid fixtures were written by :func:`build_planetoid` (``python tests/tasks/graph/test_graph_formats.py``
 rewrites them): Python 2 style protocol-2 pickles, byte strings as ``U``/``T`` opcodes and the module names the
@@ -17,6 +18,7 @@ import pickle
 import shutil
 import socket
 import struct
+import urllib.request
 from pathlib import Path
 
 import networkx as nx
@@ -27,6 +29,7 @@ from torch_geometric.utils import to_undirected
 
 from zoo.errors import ZooValueError
 from zoo.tasks.graph.formats import (
+    PLANETOID_FILES,
     align_features,
     read_edge_list,
     read_planetoid,
@@ -181,7 +184,12 @@ def test_undirected_edges_counts_what_it_drops():
 
 @pytest.mark.parametrize("graph", [nx.karate_club_graph(), nx.gnp_random_graph(60, 0.08, seed=1),
                                    nx.empty_graph(3), nx.star_graph(5)], ids=["karate", "gnp", "edgeless", "star"])
-def test_structural_features_match_networkx(graph: nx.Graph):
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_structural_features_match_networkx(graph: nx.Graph, dense: bool, monkeypatch: pytest.MonkeyPatch):
+    from zoo.tasks.graph import formats
+
+    if not dense:  # the wedge lookup large graphs take
+        monkeypatch.setattr(formats, "DENSE_TRIANGLES_MAX", 0)
     n = graph.number_of_nodes()
     pairs = torch.tensor(list(graph.edges()), dtype=torch.long).reshape(-1, 2).T
     got = structural_features(undirected_edges(pairs, n)[0], n).double()
@@ -228,6 +236,52 @@ def test_align_features_pads_narrow_features_and_keeps_distances():
 
 
 # --- Planetoid
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to download fails the test: sockets, ``urlopen`` (PyG's ``download_url``) and PyG's ``fs.cp``
+    (how ``Planetoid`` fetches its files)."""
+    from torch_geometric.io import fs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(fs, "cp", refuse)
+
+
+@pytest.mark.parametrize(("name", "gaps"), [("Cora", False), ("CiteSeer", True)])
+def test_pyg_planetoid_reads_raw_files_offline(tmp_path: Path, offline: None, name: str, gaps: bool):
+    pytest.importorskip("scipy", reason="PyG's reader unpickles the CSR matrices with scipy")
+    from torch_geometric.datasets import Planetoid
+
+    raw = tmp_path / name / "raw"  # PyG's layout: root/<name as given>/raw/ind.<name lower-cased>.<part>
+    raw.mkdir(parents=True)
+    for part in PLANETOID_FILES:
+        shutil.copy(PLANETOID / f"ind.{name.lower()}.{part}", raw)
+    pyg = Planetoid(str(tmp_path), name)[0]
+    ours = read_planetoid(raw, name)
+    assert ours.num_nodes == pyg.num_nodes == (557 if gaps else 555)
+    torch.testing.assert_close(ours.x, pyg.x)
+    labelled = ours.y >= 0
+    assert torch.equal(ours.y[labelled], pyg.y[labelled]) and (pyg.y[~labelled] == 0).all()
+    for mask in ("train_mask", "val_mask", "test_mask"):
+        assert torch.equal(ours[mask], pyg[mask]), mask
+    assert torch.equal(ours.edge_index, to_undirected(pyg.edge_index, num_nodes=pyg.num_nodes))
+    assert (tmp_path / name / "processed" / "data.pt").is_file()
+
+    assert torch.equal(Planetoid(str(tmp_path), name)[0].x, pyg.x)  # from the processed file
+    if not (tmp_path / name.lower()).exists():  # a case-sensitive file system
+        with pytest.raises(AssertionError, match="network access attempted"):
+            Planetoid(str(tmp_path), name.lower())  # another folder, root/<lower-case name>/raw, is empty
+    for path in raw.iterdir():
+        path.unlink()
+    with pytest.raises(AssertionError, match="network access attempted"):
+        Planetoid(str(tmp_path), name)  # PyG checks the raw files before the processed ones
 
 
 @pytest.mark.parametrize(("name", "gaps"), [("citeseer", True), ("cora", False)])
@@ -310,18 +364,6 @@ def test_bad_planetoid_is_one_line(tmp_path: Path, part: str, content: bytes | N
 # --- TU
 
 
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a network connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
 def test_tu_matches_pyg_tudataset_offline(tmp_path: Path, offline: None):
     from torch_geometric.datasets import TUDataset
 
@@ -338,6 +380,10 @@ def test_tu_matches_pyg_tudataset_offline(tmp_path: Path, offline: None):
     assert ours[0].edge_index.size(1) == 8  # the 4-cycle; the repeated 1-2 and the self-loop 3-3 dropped
     assert ours[1].edge_index.tolist() == [[0, 1, 1, 2], [1, 0, 2, 1]]  # 6-7 was listed one way only
     assert pyg[1].edge_index.size(1) == 3
+    for path in (tmp_path / "TOY" / "raw").iterdir():
+        path.unlink()
+    with pytest.raises(AssertionError, match="network access attempted"):
+        TUDataset(str(tmp_path), "TOY", use_node_attr=True)  # the raw files are checked before the processed ones
 
 
 def test_tu_without_node_files_has_structural_features(tmp_path: Path):
