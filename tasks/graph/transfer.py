@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -115,7 +116,7 @@ class Result:
     stats: dict[str, ExpertStats] = field(default_factory=dict)
 
 
-def _tune(adapter: Adapter, head: nn.Module | None, loss_fn, cfg: TrainConfig) -> int:  # noqa: ANN001 - a closure
+def _tune(adapter: Adapter, head: nn.Module | None, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig) -> int:
     """Full-batch Adam on every parameter still trainable; returns how many numbers that is."""
     params = [p for p in adapter.parameters() if p.requires_grad]
     if head is not None:
