@@ -1,5 +1,7 @@
 """Audio generation (UniMoE-Audio, Liu et al. 2025): one decoder over codec tokens for speech and music whose FFNs
 are ``zoo.moe`` layers with top-P routing, a null expert and shared experts, trained with a three-stage curriculum.
 
-So far the data parts exist, not registered as a task yet.
+So far the data parts exist, not registered as a task yet: offline speech (:mod:`.speech`) and music
+(:mod:`.music`) synthesis, the cached corpus (:mod:`.corpus`), readers for a user's audio (:mod:`.formats`) and the
+local tokenizer (:mod:`.codec`).
 """
