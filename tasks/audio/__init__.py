@@ -2,6 +2,6 @@
 are ``zoo.moe`` layers with top-P routing, a null expert and shared experts, trained with a three-stage curriculum.
 
 So far the data parts exist, not registered as a task yet: offline speech (:mod:`.speech`) and music
-(:mod:`.music`) synthesis, the cached corpus (:mod:`.corpus`), readers for a user's audio (:mod:`.formats`) and the
-local tokenizer (:mod:`.codec`).
+(:mod:`.music`) synthesis, the cached corpus (:mod:`.corpus`), readers for a user's audio (:mod:`.formats`), the
+local tokenizer (:mod:`.codec`), and the local proxy metrics with their probe networks (:mod:`.metrics`, :mod:`.probes`).
 """
