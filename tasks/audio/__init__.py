@@ -3,5 +3,6 @@ are ``zoo.moe`` layers with top-P routing, a null expert and shared experts, tra
 
 So far the data parts exist, not registered as a task yet: offline speech (:mod:`.speech`) and music
 (:mod:`.music`) synthesis, the cached corpus (:mod:`.corpus`), readers for a user's audio (:mod:`.formats`), the
-local tokenizer (:mod:`.codec`), and the local proxy metrics with their probe networks (:mod:`.metrics`, :mod:`.probes`).
+local tokenizer (:mod:`.codec`), the local proxy metrics with their probe networks (:mod:`.metrics`, :mod:`.probes`), and the token
+decoder with a key/value cache whose FFNs are dense or ``zoo.moe`` layers (:mod:`.models`).
 """
