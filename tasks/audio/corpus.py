@@ -1,6 +1,6 @@
 """The audio task's synthetic corpus: espeak-ng utterances of 40 seeded speakers (8 held out, each speaker saying
 consecutive pairs of utterances so every clip has a prompt by the same voice) and rendered MIDI clips with
-captions (DATA.md mixes about ten speech clips per music clip), all 16 kHz and 2-4 s. Synthesis takes seconds to
+captions (about ten speech clips per music clip, as docs/data.md says), all 16 kHz and 2-4 s. Synthesis takes seconds to
 minutes, so the corpus is cached as one ``.npz`` (no pickled objects) whose name is a hash of everything that
 determines its samples; a second build with the same arguments only reads that file.
 """
@@ -270,7 +270,7 @@ def build_corpus(seed: int, num_speech: int, num_music: int, *, cache_dir: str |
 
     Args:
         seed: the corpus seed, an int in [0, 2**32 - 1].
-        num_speech: speech clips, at least 0 (DATA.md's ratio is about 10 per music clip).
+        num_speech: speech clips, at least 0 (the task mixes about 10 per music clip; docs/data.md).
         num_music: music clips, at least 0; the two counts together at least 1.
         cache_dir: where the cache file lives; :func:`default_cache_dir` when None.
         progress: show a progress bar on stderr while synthesising.

@@ -425,59 +425,24 @@ class MoENoPrompt(GMoPE):
         super().__init__(d, num_experts, k, kind, hidden, layers, prompts=False, **kwargs)
 
 
-class DensePromptGNN(_PromptedGNN):
-    """The dense twin: one encoder of width ``2 · hidden`` (the width of GMoPE's k = 2 active experts) reading
-    ``X + 1 pᵀ`` with one prompt; same call and output as :class:`GMoPE`, no router (``level`` and ``route_input``
-    are accepted and ignored).
-
-    Args:
-        d: node feature width.
-        kind: ``"gin"`` or ``"gcn"``.
-        hidden: GMoPE's expert width; the encoder is twice as wide.
-        layers: message-passing layers.
-    """
-
-    def __init__(self, d: int = 32, kind: str = "gin", hidden: int = 64, layers: int = 2) -> None:
-        super().__init__()
-        self.d, self.out_dim = d, 2 * hidden
-        self.prompts = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, d)))
-        self.encoder = GNNEncoder(kind, d, 2 * hidden, layers)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        edge_index: torch.Tensor,
-        batch: torch.Tensor | None = None,
-        *,
-        level: str = "graph",
-        route_input: torch.Tensor | None = None,
-        num_graphs: int | None = None,
-    ) -> GMoPEOutput:
-        check_arg(x.dim() == 2 and x.shape[1] == self.d, "x.shape", tuple(x.shape), f"[N, {self.d}]")
-        nodes = self.encoder(x + self.prompts[0], edge_index)
-        return GMoPEOutput(nodes, global_mean_pool(nodes, batch, count_graphs(batch, num_graphs)))
-
-    def freeze_experts(self, router: bool = True) -> None:
-        """Freeze the encoder; the prompt stays trainable (``router`` is accepted for a common call)."""
-        self.encoder.requires_grad_(False)
-
-
 class PlainGNN(_PromptedGNN):
-    """One GNN encoder behind the same call and output as :class:`GMoPE` (no prompt, no router): the backbone of
-    the single-GNN rows (full fine-tuning, linear probe and the ProG prompts, which wrap its ``encoder``).
+    """One GNN encoder behind the same call and output as :class:`GMoPE`, no router (``level`` and ``route_input``
+    are accepted and ignored): the backbone of the single-GNN rows (full fine-tuning, linear probe and the ProG
+    prompts, which wrap its ``encoder``), or, with ``prompt``, one that reads ``X + 1 pᵀ`` with a learned ``p``.
 
     Args:
         d: node feature width.
         kind: ``"gin"`` or ``"gcn"``.
         hidden: width of every layer and of the embeddings.
         layers: message-passing layers.
+        prompt: add one learned prompt vector to every node's features.
     """
 
-    prompts = None
-
-    def __init__(self, d: int = 32, kind: str = "gin", hidden: int = 64, layers: int = 2) -> None:
+    def __init__(self, d: int = 32, kind: str = "gin", hidden: int = 64, layers: int = 2, *,
+                 prompt: bool = False) -> None:
         super().__init__()
         self.d, self.out_dim = d, hidden
+        self.prompts = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, d))) if prompt else None
         self.encoder = GNNEncoder(kind, d, hidden, layers)
 
     def forward(
@@ -491,9 +456,24 @@ class PlainGNN(_PromptedGNN):
         num_graphs: int | None = None,
     ) -> GMoPEOutput:
         check_arg(x.dim() == 2 and x.shape[1] == self.d, "x.shape", tuple(x.shape), f"[N, {self.d}]")
-        nodes = self.encoder(x, edge_index)
+        nodes = self.encoder(x if self.prompts is None else x + self.prompts[0], edge_index)
         return GMoPEOutput(nodes, global_mean_pool(nodes, batch, count_graphs(batch, num_graphs)))
 
     def freeze_experts(self, router: bool = True) -> None:
-        """Freeze the encoder (``router`` is accepted for a common call)."""
+        """Freeze the encoder; a prompt stays trainable (``router`` is accepted for a common call)."""
         self.encoder.requires_grad_(False)
+
+
+class DensePromptGNN(PlainGNN):
+    """The dense twin: one encoder of width ``2 · hidden`` (the width of GMoPE's k = 2 active experts) reading
+    ``X + 1 pᵀ`` with one prompt.
+
+    Args:
+        d: node feature width.
+        kind: ``"gin"`` or ``"gcn"``.
+        hidden: GMoPE's expert width; the encoder is twice as wide.
+        layers: message-passing layers.
+    """
+
+    def __init__(self, d: int = 32, kind: str = "gin", hidden: int = 64, layers: int = 2) -> None:
+        super().__init__(d, kind, 2 * hidden, layers, prompt=True)
