@@ -71,7 +71,7 @@ class Generation:
 
 
 class _Attention(nn.Module):
-    """Causal multi-head self-attention (SDPA) with an optional key/value cache."""
+    """Causal multi-head self-attention (SDPA) with an optional key/value cache and key padding mask."""
 
     def __init__(self, d_model: int, heads: int) -> None:
         super().__init__()
@@ -79,7 +79,7 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None, key_valid: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         past = 0
@@ -88,16 +88,19 @@ class _Attention(nn.Module):
                 past = cache[0].shape[2]
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[:] = [k, v]
-        if past == 0:
+        if past == 0 and key_valid is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             keep = torch.arange(past + T, device=x.device) <= past + torch.arange(T, device=x.device)[:, None]
+            if key_valid is not None:
+                keep = keep & key_valid[:, None, None, :]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
 class _Block(nn.Module):
-    """Pre-norm block: ``x + attn(norm(x))`` then ``x + ffn(norm(x))``, the FFN dense or MoE."""
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + ffn(norm(x))``, the FFN dense or MoE (the dense one without
+    biases, so it cuts exactly into experts: :func:`zoo.moe.experts.split_dense_ffn`)."""
 
     def __init__(self, d_model: int, heads: int, ffn: str, moe: MoEConfig | None, dense_hidden: int) -> None:
         super().__init__()
@@ -106,10 +109,11 @@ class _Block(nn.Module):
         if ffn == "moe":
             self.ffn = MoELayer.from_config(moe, d_model)
         else:
-            self.ffn = nn.Sequential(nn.Linear(d_model, dense_hidden), nn.GELU(), nn.Linear(dense_hidden, d_model))
+            self.ffn = nn.Sequential(nn.Linear(d_model, dense_hidden, bias=False), nn.GELU(),
+                                     nn.Linear(dense_hidden, d_model, bias=False))
 
-    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None):
-        x = x + self.attn(self.norm1(x), cache)
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None, key_valid: torch.Tensor | None):
+        x = x + self.attn(self.norm1(x), cache, key_valid)
         h = self.norm2(x)
         if isinstance(self.ffn, MoELayer):
             out = self.ffn(h)
@@ -156,14 +160,17 @@ class TokenDecoder(nn.Module):
         """Sum of the Q codebook embeddings of each frame: ``[B, T, Q]`` → ``[B, T, D]``."""
         return self.audio_embed(audio + self.offsets).sum(-2)
 
-    def _run(self, x: torch.Tensor, start: int, caches: list[list[torch.Tensor]] | None):
-        check_arg(start + x.shape[1] <= self.max_len, "sequence length", start + x.shape[1], f"<= max_len={self.max_len}")
-        x = x + self.pos_embed(torch.arange(start, start + x.shape[1], device=x.device))
+    def _run(self, x: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor | None,
+             caches: list[list[torch.Tensor]] | None):
+        """The blocks on ``x[B, T, D]`` at ``positions[B, T]``; ``key_valid[B, past + T]`` masks padded keys."""
+        check_arg(int(positions.max()) < self.max_len, "sequence length", int(positions.max()) + 1,
+                  f"<= max_len={self.max_len}")
+        x = x + self.pos_embed(positions)
         aux: dict[str, torch.Tensor] = {}
         stats: dict[str, ExpertStats] = {}
         extras: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
-            x, out = block(x, caches[i] if caches is not None else None)
+            x, out = block(x, caches[i] if caches is not None else None, key_valid)
             if out is not None:
                 aux.update({f"block{i}/{k}": v for k, v in out.aux.items()})
                 stats[f"block{i}"] = out.stats
@@ -171,21 +178,33 @@ class TokenDecoder(nn.Module):
                                                           self.moe_config.num_null)
         return self.norm(x), aux, stats, extras
 
-    def _prefix(self, text_ids: torch.Tensor, task: torch.Tensor | int) -> torch.Tensor:
+    def _prefix(self, text_ids: torch.Tensor, task: torch.Tensor | int,
+                text_lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedded ``[task, text]`` prefix, its key mask ``[B, 1 + L]`` and its positions ``[B, 1 + L]`` (padded
+        characters take no position, so a row's numbers do not depend on the batch's longest text)."""
         check_arg(text_ids.dim() == 2, "text_ids.shape", tuple(text_ids.shape), "[B, L]")
-        task = torch.as_tensor(task, device=text_ids.device).expand(text_ids.shape[0])
-        return torch.cat([self.task_embed(task)[:, None], self.text_embed(text_ids)], 1)
+        B, L = text_ids.shape
+        if text_lengths is None:
+            text_lengths = torch.full((B,), L, device=text_ids.device)
+        check_arg(tuple(text_lengths.shape) == (B,), "text_lengths.shape", tuple(text_lengths.shape), f"[{B}]")
+        task = torch.as_tensor(task, device=text_ids.device).expand(B)
+        valid = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=text_ids.device),
+                           torch.arange(L, device=text_ids.device) < text_lengths[:, None]], 1)
+        positions = valid.long().cumsum(1) - 1
+        return torch.cat([self.task_embed(task)[:, None], self.text_embed(text_ids)], 1), valid, positions
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h).unflatten(-1, (self.codebooks, self.vocab))
 
-    def forward(self, text_ids: torch.Tensor, task: torch.Tensor | int, audio: torch.Tensor) -> ModelOutput:
+    def forward(self, text_ids: torch.Tensor, task: torch.Tensor | int, audio: torch.Tensor,
+                text_lengths: torch.Tensor | None = None) -> ModelOutput:
         """Next-frame logits for every audio input frame.
 
         Args:
-            text_ids: ``[B, L]`` character ids of the prefix.
+            text_ids: ``[B, L]`` character ids of the prefix, right-padded.
             task: task id, an int or ``[B]``.
-            audio: ``[B, T, Q]`` delayed tokens, starting with an all-BOS frame.
+            audio: ``[B, T, Q]`` delayed tokens, starting with an all-BOS frame (right-padded with PAD).
+            text_lengths: ``[B]`` characters of each row (padding is masked out); all ``L`` when None.
 
         Returns:
             :class:`ModelOutput` with ``pred[B, T, Q, vocab]`` (``pred[:, t]`` predicts ``audio[:, t + 1]``, the
@@ -194,17 +213,20 @@ class TokenDecoder(nn.Module):
         """
         check_arg(audio.dim() == 3 and audio.shape[-1] == self.codebooks, "audio.shape", tuple(audio.shape),
                   f"[B, T, {self.codebooks}]")
-        prefix = self._prefix(text_ids, task)
-        h, aux, stats, extras = self._run(torch.cat([prefix, self._embed_audio(audio)], 1), 0, None)
+        prefix, valid, positions = self._prefix(text_ids, task, text_lengths)
+        T = audio.shape[1]
+        positions = torch.cat([positions, valid.sum(1, keepdim=True) + torch.arange(T, device=audio.device)], 1)
+        key_valid = None if bool(valid.all()) else torch.cat([valid, valid.new_ones(valid.shape[0], T)], 1)
+        h, aux, stats, extras = self._run(torch.cat([prefix, self._embed_audio(audio)], 1), positions, key_valid, None)
         return ModelOutput(self._logits(h[:, prefix.shape[1]:]), aux, stats, extras)
 
     @torch.no_grad()
     def generate(self, text_ids: torch.Tensor, task: torch.Tensor | int, max_frames: int, temperature: float = 1.0,
                  top_k: int | None = None, seed: int = 0, use_cache: bool = True,
-                 return_logits: bool = False) -> Generation:
+                 return_logits: bool = False, text_lengths: torch.Tensor | None = None) -> Generation:
         """Sample delayed frames one at a time.
 
-        Codebook ``q`` is forced to BOS for its first ``q`` steps; once codebook 0 samples EOS at step ``e``,
+        Only codes are sampled (and EOS on codebook 0). Codebook ``q`` is forced to BOS for its first ``q`` steps; once codebook 0 samples EOS at step ``e``,
         codebook 0 is PAD afterwards and codebook ``q`` is forced to EOS at ``e + q`` and PAD after it, and the row
         is finished at ``e + Q − 1``. Sampling stops when every row is finished or after ``max_frames`` frames.
 
@@ -217,25 +239,38 @@ class TokenDecoder(nn.Module):
             seed: seed of the sampling generator.
             use_cache: reuse per-layer keys/values (True) or recompute the whole sequence each step (False).
             return_logits: also return the (untempered) logits each frame was sampled from.
+            text_lengths: ``[B]`` characters of each row of a right-padded ``text_ids``; all when None.
         """
         check_arg(max_frames >= 1, "max_frames", max_frames, "an int >= 1")
         check_arg(temperature > 0, "temperature", temperature, "> 0")
         check_arg(top_k is None or 1 <= top_k <= self.vocab, "top_k", top_k, f"None or an int in [1, {self.vocab}]")
         B, Q, device = text_ids.shape[0], self.codebooks, text_ids.device
         gen = torch.Generator(device=device).manual_seed(seed)
-        prefix = self._prefix(text_ids, task)
+        prefix, valid, positions = self._prefix(text_ids, task, text_lengths)
+        audio_start = valid.sum(1, keepdim=True)  # position of the BOS frame
         frames = torch.full((B, 1, Q), BOS, dtype=torch.long, device=device)
+        # Only codes may be sampled, and EOS on codebook 0 only: the delay pattern forces every other special id.
+        banned = torch.zeros(Q, self.vocab, dtype=torch.bool, device=device)
+        banned[:, PAD] = banned[:, BOS] = True
+        banned[1:, EOS] = True
+
+        def whole(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            T = frames.shape[1]
+            pos = torch.cat([positions, audio_start + torch.arange(T, device=device)], 1)
+            keys = None if bool(valid.all()) else torch.cat([valid, valid.new_ones(B, T)], 1)
+            return torch.cat([prefix, self._embed_audio(frames)], 1), pos, keys
+
         caches = [[] for _ in self.blocks] if use_cache else None
         if use_cache:
-            h = self._run(torch.cat([prefix, self._embed_audio(frames)], 1), 0, caches)[0]
+            h = self._run(*whole(frames), caches)[0]
         eos_at = torch.full((B,), -1, dtype=torch.long, device=device)
         q_idx = torch.arange(Q, device=device)
         all_logits = []
         for step in range(max_frames):
             if not use_cache:
-                h = self._run(torch.cat([prefix, self._embed_audio(frames)], 1), 0, None)[0]
+                h = self._run(*whole(frames), None)[0]
             logits = self._logits(h[:, -1])  # [B, Q, V]
-            scaled = logits / temperature
+            scaled = (logits / temperature).masked_fill(banned, float("-inf"))
             if top_k is not None:
                 kth = scaled.topk(top_k, -1).values[..., -1:]
                 scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -252,6 +287,7 @@ class TokenDecoder(nn.Module):
             if bool(((eos_at >= 0) & (step - eos_at >= Q - 1)).all()):
                 break
             if use_cache and step + 1 < max_frames:
-                start = prefix.shape[1] + frames.shape[1] - 1
-                h = self._run(self._embed_audio(frame[:, None]), start, caches)[0]
+                pos = audio_start + frames.shape[1] - 1
+                keys = None if bool(valid.all()) else torch.cat([valid, valid.new_ones(B, frames.shape[1])], 1)
+                h = self._run(self._embed_audio(frame[:, None]), pos, keys, caches)[0]
         return Generation(frames[:, 1:], torch.stack(all_logits, 1) if return_logits else None)
