@@ -16,6 +16,10 @@ class MoEConfig:
     ``router_kwargs`` go to the router class (e.g. ``{"p": 0.4}`` for ``top_p``, ``{"capacity_factor": 1.25}``
     for ``top_k``); ``k`` is passed to routers that take it. ``balance_coef``/``z_coef`` left as None keep the
     router's own default (0.01 balance for top-k, none for balanced-by-construction routers).
+    ``num_shared`` always-on shared experts are added to every token's output; ``shared_gated`` scales them by a
+    sigmoid gate (Qwen2-MoE); ``shared_routed`` lets the ``top_p`` router score them too (UniMoE-Audio): each
+    token's selected experts and the shared ones are weighted by one softmax over their logits together.
+    Router-input jitter is a router kwarg, e.g. ``{"p": 0.7, "jitter": 0.01}``.
     """
 
     num_experts: int = 8
@@ -28,6 +32,7 @@ class MoEConfig:
     z_coef: float | None = None
     num_shared: int = 0
     shared_gated: bool = False
+    shared_routed: bool = False
     num_zero: int = 0
     num_copy: int = 0
     num_constant: int = 0
@@ -46,3 +51,7 @@ class MoEConfig:
         for name in ("balance_coef", "z_coef"):
             value = getattr(self, name)
             check_arg(value is None or value >= 0, f"moe.{name}", value, "None or a float >= 0")
+        if self.shared_routed:
+            check_arg(self.num_shared >= 1 and self.router == "top_p" and not self.shared_gated, "moe.shared_routed",
+                      self.shared_routed, f"moe.num_shared >= 1, moe.router='top_p' and moe.shared_gated=False "
+                      f"(got num_shared={self.num_shared}, router={self.router!r}, shared_gated={self.shared_gated})")

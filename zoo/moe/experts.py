@@ -6,7 +6,8 @@
   list of modules with the same input, dispatched by a sorted per-expert loop.
 * :class:`SpecialExperts` — MoE++ zero / copy / constant experts and AdaMoE null experts, applied element-wise
   outside the FFN kernel.
-* :class:`SharedExperts` — always-on experts (DeepSeekMoE, Qwen2-MoE), a dense FFN on every token.
+* :class:`SharedExperts` — always-on experts (DeepSeekMoE, Qwen2-MoE, UniMoE-Audio), a dense FFN on every token,
+  optionally weighted per token and per expert by the router.
 """
 
 from __future__ import annotations
@@ -175,8 +176,11 @@ class SpecialExperts(nn.Module):
 class SharedExperts(nn.Module):
     """Always-on experts applied to every token (DeepSeekMoE shared experts, Qwen2-MoE shared expert).
 
-    ``num_shared`` experts of width F are one dense FFN of width ``num_shared·F`` (the sum of their outputs).
-    With ``gated`` the output is scaled per token by ``sigmoid(x·w_gate)`` (Qwen2-MoE).
+    ``num_shared`` experts of width F are one dense FFN of width ``num_shared·F`` (the sum of their outputs):
+    expert s owns the hidden units ``[s·F, (s+1)·F)``. With ``gated`` the output is scaled per token by
+    ``sigmoid(x·w_gate)`` (Qwen2-MoE). Given router weights ``w[T, num_shared]`` (UniMoE-Audio, whose router
+    scores the shared experts too) the output is ``Σ_s w_s · FFN_s(x)``, computed by scaling each expert's
+    hidden units before ``w2``.
     """
 
     def __init__(self, d_model: int, d_hidden: int, num_shared: int = 1, activation: str = "gelu", gated: bool = False) -> None:
@@ -184,16 +188,24 @@ class SharedExperts(nn.Module):
         check_arg(isinstance(num_shared, int) and num_shared > 0, "num_shared", num_shared, "a positive int")
         check_arg(activation in ACTIVATIONS, "activation", activation, ACTIVATIONS)
         width = num_shared * d_hidden
-        self.activation = activation
+        self.num_shared, self.d_hidden, self.activation = num_shared, d_hidden, activation
         self.w1 = nn.Parameter(_uniform_(torch.empty(d_model, width), d_model))
         self.w2 = nn.Parameter(_uniform_(torch.empty(width, d_model), width))
         self.w3 = nn.Parameter(_uniform_(torch.empty(d_model, width), d_model)) if activation in GATED else None
         self.gate = nn.Linear(d_model, 1, bias=False) if gated else None
 
-    def forward(self, x_TD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_TD: torch.Tensor, weights_TS: torch.Tensor | None = None) -> torch.Tensor:
+        """Shared experts' output ``[T, D]``; ``weights_TS`` (optional) weigh each expert per token."""
         dtype = x_TD.dtype
         g = x_TD @ self.w3.to(dtype) if self.w3 is not None else None
-        y_TD = apply_activation(x_TD @ self.w1.to(dtype), self.activation, g) @ self.w2.to(dtype)
+        h_TF = apply_activation(x_TD @ self.w1.to(dtype), self.activation, g)
+        if weights_TS is not None:
+            T = x_TD.shape[0]
+            check_arg(tuple(weights_TS.shape) == (T, self.num_shared), "shared weights.shape", tuple(weights_TS.shape),
+                      f"[{T}, {self.num_shared}] (tokens, shared experts)")
+            h_TSF = h_TF.reshape(T, self.num_shared, self.d_hidden) * weights_TS.to(dtype)[:, :, None]
+            h_TF = h_TSF.reshape(h_TF.shape)
+        y_TD = h_TF @ self.w2.to(dtype)
         if self.gate is not None:
             gate_T1 = F.linear(x_TD.float(), self.gate.weight.float())
             y_TD = y_TD * torch.sigmoid(gate_T1).to(dtype)

@@ -68,6 +68,8 @@ class MoELayer(nn.Module):
     are applied element-wise and rewritten to −1 before the FFN kernel. ``route_on[..., D_r]`` (optional) is
     what the router scores instead of ``x`` when the gate reads other features than the experts (Switch-NeRF
     gates on an encoding of the point its MLP experts read raw; ``D_r`` is the router's ``d_model``).
+    A router that also weights the shared experts (``router.num_shared > 0``, UniMoE-Audio) needs ``shared``
+    with as many experts; its ``Routing.shared_weights`` then weigh them per token.
     """
 
     def __init__(
@@ -93,6 +95,11 @@ class MoELayer(nn.Module):
                 special.first_id,
                 f"{experts.num_experts} (special experts are numbered right after the FFN experts)",
             )
+        routed_shared = getattr(router, "num_shared", 0)
+        if routed_shared:
+            have = shared.num_shared if shared is not None else 0
+            check_arg(have == routed_shared, "shared.num_shared", have,
+                      f"{routed_shared} (the router weights {routed_shared} shared experts)")
         self.router, self.experts, self.special, self.shared = router, experts, special, shared
         self.d_model = router.d_model
 
@@ -101,6 +108,8 @@ class MoELayer(nn.Module):
         """Build router, FFN bank, special and shared experts from a :class:`MoEConfig`."""
         num_special = cfg.num_zero + cfg.num_copy + cfg.num_constant + cfg.num_null
         router_kwargs = {"k": cfg.k, **cfg.router_kwargs}
+        if cfg.shared_routed:
+            router_kwargs["shared"] = cfg.num_shared
         for name in ("balance_coef", "z_coef"):
             value = getattr(cfg, name)
             if value is None:
@@ -153,7 +162,7 @@ class MoELayer(nn.Module):
             y_ffn = self.experts(x_TD, ffn_ids, ffn_weights)
         y_TD = y_ffn if y_TD is None else y_TD + y_ffn
         if self.shared is not None:
-            y_TD = y_TD + self.shared(x_TD)
+            y_TD = y_TD + self.shared(x_TD, routing.shared_weights)
         stats = routing_stats(routing.ids, routing.logits, ffn_ids, self.experts.num_experts, routing.drop_rate)
         lead = x.shape[:-1]
         if slots_TKD is not None:

@@ -33,6 +33,8 @@ class Routing:
     or, for expert choice, the fraction of tokens no expert picked. ``requested_ids`` are the choices before
     capacity dropped any (None when nothing can be dropped): balance losses and loads are measured on them, as
     in GShard/Switch, so an overloaded expert is penalised for all the tokens it was asked to take.
+    ``shared_weights[T, S]`` are per-token weights of the ``S`` always-on shared experts, for routers that also
+    score them (:class:`TopPRouter` with ``shared``); None when the shared experts are not routed.
     """
 
     ids: torch.Tensor
@@ -41,6 +43,7 @@ class Routing:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     drop_rate: torch.Tensor | None = None
     requested_ids: torch.Tensor | None = None
+    shared_weights: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -77,10 +80,15 @@ class Router(nn.Module, abc.ABC):
         balance_coef: weight of the Switch/GShard load-balance loss (0.01 as in Switch; 0 disables it).
         z_coef: weight of the ST-MoE router z-loss (1e-3 in ST-MoE; off by default).
         importance_coef: weight of the importance CV² loss (Shazeer et al. 2017; off by default).
+        jitter: multiplicative router-input noise ε: in training the router reads ``x · U(1 − ε, 1 + ε)``, drawn per
+            element (Switch Transformer's input jitter; 0.01 in Switch and UniMoE-Audio). The experts still read
+            the clean ``x``. 0 (default) disables it; eval is never jittered.
     """
 
     #: Routers without a learned gate (hash routing) set this False.
     learned: bool = True
+    #: Shared experts this router also weights per token (``Routing.shared_weights``); 0 for most routers.
+    num_shared: int = 0
 
     def __init__(
         self,
@@ -90,14 +98,17 @@ class Router(nn.Module, abc.ABC):
         balance_coef: float = 0.01,
         z_coef: float = 0.0,
         importance_coef: float = 0.0,
+        jitter: float = 0.0,
     ) -> None:
         super().__init__()
         check_arg(isinstance(d_model, int) and d_model > 0, "d_model", d_model, "a positive int")
         check_arg(isinstance(num_experts, int) and num_experts > 0, "num_experts", num_experts, "a positive int")
         for name, coef in (("balance_coef", balance_coef), ("z_coef", z_coef), ("importance_coef", importance_coef)):
             check_arg(coef >= 0, name, coef, "a non-negative float")
+        check_arg(0 <= jitter < 1, "jitter", jitter, "a float in [0, 1)")
         self.d_model, self.num_experts = d_model, num_experts
         self.balance_coef, self.z_coef, self.importance_coef = balance_coef, z_coef, importance_coef
+        self.jitter = jitter
         if self.learned:
             self.gate = nn.Linear(d_model, num_experts, bias=False)
             nn.init.normal_(self.gate.weight, std=d_model**-0.5)
@@ -107,8 +118,16 @@ class Router(nn.Module, abc.ABC):
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
             return F.linear(x_TD.float(), self.gate.weight.float())
 
+    def jittered(self, x_TD: torch.Tensor) -> torch.Tensor:
+        """The router input, in training times fp32 noise ``U(1 − jitter, 1 + jitter)`` per element."""
+        if not (self.training and self.jitter):
+            return x_TD
+        x_TD = x_TD.float()
+        return x_TD * torch.empty_like(x_TD).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+
     def forward(self, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None = None) -> Routing:
         check_arg(x_TD.dim() == 2 and x_TD.shape[1] == self.d_model, "x.shape", tuple(x_TD.shape), f"[T, {self.d_model}]")
+        x_TD = self.jittered(x_TD)
         logits = self.router_logits(x_TD)
         routing = self.select(logits, x_TD, token_ids_T)
         requested = routing.requested_ids if routing.requested_ids is not None else routing.ids
@@ -338,20 +357,40 @@ class TopPRouter(Router):
     crosses p**, so the kept mass is always ≥ p. Weights are the raw softmax probabilities (not renormalised).
     An entropy penalty ("dynamic loss") stops the router from going uniform to activate more experts.
 
+    With ``shared`` = S > 0 the router also scores S always-on shared experts (UniMoE-Audio): a second fp32 gate
+    gives them logits, the selection S_t is unchanged (top-p over the routable experts' softmax), and the
+    weights become one softmax over the selected and shared logits together,
+    ``w_i = exp(z_i) / Σ_{j ∈ S_t ∪ shared} exp(z_j)``, returned in ``weights`` and ``shared_weights[T, S]``.
+    The aux losses still see the routable logits only.
+
     Args:
-        p: mass threshold in (0, 1] (0.4 in the official code).
+        p: mass threshold in (0, 1] (0.4 in the official code; 0.7 in UniMoE-Audio).
         k_max: optional cap on experts per token.
         entropy_coef: weight of the dynamic (entropy) loss.
+        shared: number of shared experts the router also weights (0: none; the layer's
+            :class:`~zoo.moe.experts.SharedExperts` must then have as many).
     """
 
     def __init__(
-        self, d_model: int, num_experts: int, *, p: float = 0.4, k_max: int | None = None, entropy_coef: float = 1e-4, **kw
+        self,
+        d_model: int,
+        num_experts: int,
+        *,
+        p: float = 0.4,
+        k_max: int | None = None,
+        entropy_coef: float = 1e-4,
+        shared: int = 0,
+        **kw,
     ) -> None:
         super().__init__(d_model, num_experts, **kw)
         check_arg(0 < p <= 1, "p", p, "a float in (0, 1]")
         check_arg(k_max is None or 1 <= k_max <= num_experts, "k_max", k_max, f"None or an int in [1, {num_experts}]")
         check_arg(entropy_coef >= 0, "entropy_coef", entropy_coef, "a non-negative float")
-        self.p, self.k_max, self.entropy_coef = p, k_max, entropy_coef
+        check_arg(isinstance(shared, int) and shared >= 0, "shared", shared, "an int >= 0")
+        self.p, self.k_max, self.entropy_coef, self.num_shared = p, k_max, entropy_coef, shared
+        if shared:
+            self.shared_gate = nn.Linear(d_model, shared, bias=False)
+            nn.init.normal_(self.shared_gate.weight, std=d_model**-0.5)
 
     def select(self, logits_TE: torch.Tensor, x_TD: torch.Tensor, token_ids_T: torch.Tensor | None) -> Routing:
         probs = torch.softmax(logits_TE, dim=-1)
@@ -361,9 +400,24 @@ class TopPRouter(Router):
         mask = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
         ids, weights = _compact(mask, probs, self.k_max)
         routing = Routing(ids, weights, logits_TE)
+        if self.num_shared:
+            routing.weights, routing.shared_weights = self._joint_weights(logits_TE, x_TD, ids)
         if self.entropy_coef:
             routing.aux["entropy"] = self.entropy_coef * losses.routing_entropy(logits_TE)
         return routing
+
+    def _joint_weights(
+        self, logits_TE: torch.Tensor, x_TD: torch.Tensor, ids_TK: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax over each token's selected logits and its shared logits: ``(weights[T, k], shared[T, S])``."""
+        with torch.autocast(device_type=x_TD.device.type, enabled=False):
+            shared_TS = F.linear(x_TD.float(), self.shared_gate.weight.float())
+        chosen_TK = logits_TE.gather(1, ids_TK.clamp_min(0)).masked_fill(ids_TK < 0, -math.inf)
+        joint = torch.softmax(torch.cat([chosen_TK, shared_TS], dim=-1), dim=-1)
+        return joint[:, : ids_TK.shape[1]], joint[:, ids_TK.shape[1] :]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, p={self.p}, k_max={self.k_max}, shared={self.num_shared}"
 
 
 class ThresholdRouter(Router):
