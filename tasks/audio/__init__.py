@@ -31,9 +31,10 @@ TASK = TaskSpec(
     predict_input_required=False,
     predict_options=(
         PredictOption("text", "a sentence to speak (English, printable ASCII)", metavar="TEXT"),
-        PredictOption("caption", "a music caption to play, e.g. 'a slow calm piano melody in C major'",
+        PredictOption("caption", "a music caption to play, e.g. 'a slow cheerful piano melody in C major, middle "
+                      "register, sparse'",
                       metavar="TEXT"),
-        PredictOption("midi", "a MIDI file: its caption is read from the notes and played", metavar="FILE"),
+        PredictOption("midi", "a MIDI file: its caption is read from the notes and played", metavar="MIDI"),
         PredictOption("seed", "sampling seed (default 0)", type=int, metavar="N"),
         PredictOption("plot", "draw the generated audio's mel spectrogram into this PNG", metavar="PNG"),
     ),

@@ -82,7 +82,8 @@ class TrainConfig:
     The MoE routers' balance loss weight falls linearly from ``aux_start`` to ``aux_end`` over the run's steps
     (UniMoE-Audio: 0.025 → 0.001). With ``curriculum`` the fit is stage 3 of UniMoE-Audio's recipe, and stages 1–2
     run when it starts: (1) one dense specialist per task (``dense_hidden = experts_per_task × moe.d_hidden``,
-    same initialisation) trained ``specialist_epochs`` on its task alone at ``specialist_lr``; (2) each
+    same initialisation) trained ``specialist_steps`` steps on its task alone (repeating its clips as often as
+    needed, so the scarce music gets as many steps as speech) at ``specialist_lr``; (2) each
     specialist's FFNs are cut into ``experts_per_task`` experts (speech's first), the other weights averaged,
     the shared experts start at zero output, and with ``warm_gates`` only the gates and shared experts train for
     ``gate_steps`` steps at ``gate_lr`` on batches with as many clips of each task; (3) everything trains jointly
@@ -94,7 +95,7 @@ class TrainConfig:
     aux_start: float = 0.025
     aux_end: float = 0.001
     curriculum: bool = False
-    specialist_epochs: int = 4
+    specialist_steps: int = 90
     specialist_lr: float = 1e-3
     experts_per_task: int = 4
     warm_gates: bool = True
@@ -107,7 +108,7 @@ class TrainConfig:
                   "an int >= 2")
         for name in ("aux_start", "aux_end"):
             check_arg(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), "a float >= 0")
-        for name in ("specialist_epochs", "experts_per_task", "gate_steps", "spike_steps"):
+        for name in ("specialist_steps", "experts_per_task", "gate_steps", "spike_steps"):
             _positive_int(getattr(self, name), f"train.{name}")
         for name in ("specialist_lr", "gate_lr"):
             check_arg(getattr(self, name) > 0, f"train.{name}", getattr(self, name), "a float > 0")
@@ -120,7 +121,8 @@ class EvalConfig:
     ``speech_clips``: held-out sentences spoken by the model and transcribed by the local CTC recogniser (trained
     ``recognizer_steps``). ``music_clips``: new captions (not in the corpus) the model plays, scored by the local
     music classifier (``classifier_steps``): attribute accuracy against the caption and Fréchet distance to the
-    corpus's music in its embedding. Sampling: ``temperature`` and ``top_k`` per codebook; at most
+    ``probe_music`` clips rendered from their own seeded stream (half train the classifier, half are the FD
+    reference). Sampling: ``temperature`` and ``top_k`` per codebook; at most
     ``max_frames`` frames (50 per second).
     """
 
@@ -131,20 +133,25 @@ class EvalConfig:
     max_frames: int = 220
     recognizer_steps: int = 600
     classifier_steps: int = 600
+    probe_music: int = 240
 
     def __post_init__(self) -> None:
-        for name in ("speech_clips", "music_clips", "top_k", "max_frames", "recognizer_steps", "classifier_steps"):
+        for name in ("speech_clips", "music_clips", "top_k", "max_frames", "recognizer_steps", "classifier_steps",
+                     "probe_music"):
             _positive_int(getattr(self, name), f"eval.{name}")
         check_arg(self.music_clips >= 2, "eval.music_clips", self.music_clips, "an int >= 2 (a covariance)")
+        check_arg(self.probe_music >= 4, "eval.probe_music", self.probe_music, "an int >= 4")
         check_arg(self.temperature > 0, "eval.temperature", self.temperature, "a float > 0")
 
 
 @dataclass
 class AudioConfig:
+    """The audio task's recipe. ``moe`` is every MoE block's FFN (plain top-2 of 8 unless the recipe says otherwise;
+    ``unimoe_speech-music`` spells out UniMoE-Audio's top-p + null + shared layer)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    moe: MoEConfig = field(default_factory=lambda: MoEConfig(
-        num_experts=8, k=1, d_hidden=128, router="top_p", router_kwargs={"p": 0.7}, num_null=1, num_shared=2))
+    moe: MoEConfig = field(default_factory=lambda: MoEConfig(num_experts=8, k=2, d_hidden=128))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adamw", lr=1e-3))

@@ -11,7 +11,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import lightning as L

@@ -36,7 +36,6 @@ from torch import nn
 from zoo.io import atomic_write_bytes
 
 from . import music, probes
-from .codec import Codec
 from .config import AudioConfig
 from .corpus import Corpus, build_corpus, cache_key, default_cache_dir
 from .data import TASK_IDS, AudioDataModule
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Seed offsets of the music streams the probe set and the generation captions come from.
 PROBE_STREAM, CAPTION_STREAM = 0x5EED_0001, 0x5EED_0002
-PROBE_MUSIC = 240
 
 
 def _cached_probe(name: str, key: str, build: Callable[[], nn.Module], train: Callable[[], nn.Module]) -> nn.Module:
@@ -74,16 +72,16 @@ def recognizer(corpus: Corpus, steps: int) -> probes.CTCRecognizer:
         [corpus.waves[i] for i in train], [corpus.text[i] for i in train], seed=corpus.seed, steps=steps))
 
 
-def probe_music(seed: int) -> Corpus:
-    """The rendered music clips of the probe stream (half trains the classifier, half is the FD reference)."""
-    return build_corpus((seed + PROBE_STREAM) % 2**32, 0, PROBE_MUSIC)
+def probe_music(seed: int, count: int) -> Corpus:
+    """``count`` rendered music clips of the probe stream (half train the classifier, half are the FD reference)."""
+    return build_corpus((seed + PROBE_STREAM) % 2**32, 0, count)
 
 
-def music_classifier(seed: int, steps: int) -> probes.MusicClassifier:
+def music_classifier(seed: int, count: int, steps: int) -> probes.MusicClassifier:
     """The music classifier trained on the first half of :func:`probe_music` (cached)."""
-    ref = probe_music(seed)
-    half = range(PROBE_MUSIC // 2)
-    key = f"{cache_key(ref.seed, 0, PROBE_MUSIC)}/classifier-v1/{steps}"
+    ref = probe_music(seed, count)
+    half = range(count // 2)
+    key = f"{cache_key(ref.seed, 0, count)}/classifier-v1/{steps}"
     return _cached_probe("music-classifier", key, probes.MusicClassifier, lambda: probes.train_music_classifier(
         [ref.waves[i] for i in half], [ref.attributes[i] for i in half], seed=seed, steps=steps))
 
@@ -132,9 +130,10 @@ def _music(cfg: AudioConfig, module: AudioModule) -> dict[str, float]:
     params = [music.music_params((seed + CAPTION_STREAM) % 2**32, j) for j in range(cfg.eval.music_clips)]
     made = generate(module.model, codec, [music.caption(p) for p in params], "music", seed=cfg.seed,
                     temperature=cfg.eval.temperature, top_k=cfg.eval.top_k, max_frames=cfg.eval.max_frames)
-    classifier = music_classifier(seed, cfg.eval.classifier_steps)
-    ref = probe_music(seed)
-    held = range(PROBE_MUSIC // 2, PROBE_MUSIC)
+    count = cfg.eval.probe_music
+    classifier = music_classifier(seed, count, cfg.eval.classifier_steps)
+    ref = probe_music(seed, count)
+    held = range(count // 2, count)
     ref_waves = [ref.waves[i] for i in held]
     ref_emb = probes.embed(classifier, ref_waves)
     codec_emb = probes.embed(classifier, [codec.waveform(codec.tokens(w), len(w)) for w in ref_waves])

@@ -15,6 +15,9 @@ from .codec import CODEBOOK_SIZE, HOP, Codec, undelay
 from .data import TASK_IDS, encode_text
 from .models import TokenDecoder
 
+#: Griffin-Lim needs a waveform longer than half its FFT; a shorter generated clip is returned as silence.
+MIN_FRAMES = 4
+
 
 @dataclass
 class Generated:
@@ -68,8 +71,8 @@ def generate(model: TokenDecoder, codec: Codec, texts: Sequence[str], task: str,
             codes, ended = codes_of(row)
             out.codes.append(codes)
             out.ended.append(ended)
-            if len(codes) >= 2:
+            if len(codes) >= MIN_FRAMES:
                 out.waves.append(codec.waveform(codes.to(codec.vq.codebooks.device), (len(codes) - 1) * HOP))
             else:
-                out.waves.append(np.zeros(HOP, dtype=np.float32))
+                out.waves.append(np.zeros((MIN_FRAMES - 1) * HOP, dtype=np.float32))
     return out

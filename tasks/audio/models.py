@@ -24,14 +24,16 @@ from .codec import BOS, EOS, NUM_CODEBOOKS, PAD, VOCAB
 
 
 def unimoe_config(d_hidden: int = 256, p: float = 0.7) -> MoEConfig:
-    """UniMoE-Audio's MoE FFN: top-p over 8 routed experts and 1 null expert, plus 2 always-on shared experts.
+    """UniMoE-Audio's MoE FFN: top-p over 8 routed experts and 1 null expert, plus 2 always-on shared experts that
+    the gate scores too (the weights are a softmax over the selected and the shared experts), router input jitter
+    0.01.
 
     Args:
         d_hidden: hidden width of each expert.
         p: top-p mass threshold.
     """
-    return MoEConfig(num_experts=8, k=1, d_hidden=d_hidden, router="top_p", router_kwargs={"p": p},
-                     num_null=1, num_shared=2)
+    return MoEConfig(num_experts=8, k=1, d_hidden=d_hidden, router="top_p", router_kwargs={"p": p, "jitter": 0.01},
+                     num_null=1, num_shared=2, shared_routed=True)
 
 
 def active_experts(ids: torch.Tensor, num_ffn: int) -> torch.Tensor:

@@ -125,11 +125,15 @@ class AudioModule(ZooModule):
             return
         cfg, t = self.cfg, self.cfg.train
         dm.setup("fit")
-        epochs = t.specialist_epochs
-
         def batches_of(task: str):
-            return lambda: [b for e in range(epochs)
-                            for b in dm.loader(dm.clips("train", [task]), shuffle=True, seed=cfg.seed * 100 + e)]
+            def batches() -> list:
+                out: list = []
+                for epoch in range(t.specialist_steps):
+                    out += list(dm.loader(dm.clips("train", [task]), shuffle=True, seed=cfg.seed * 1000 + epoch))
+                    if len(out) >= t.specialist_steps:
+                        return out[: t.specialist_steps]
+                return out
+            return batches
 
         warm = dm.balanced_batches(t.gate_steps, cfg.seed) if t.warm_gates else None
         self.stage_curves = curriculum.run_stages(

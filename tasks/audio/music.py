@@ -370,3 +370,79 @@ def render(midi: pretty_midi.PrettyMIDI, sample_rate: int = 16000, min_seconds: 
     fade = min(round(FADE_SECONDS * sample_rate), size)
     audio[size - fade:] *= np.linspace(1.0, 0.0, fade)
     return audio.astype(np.float32)
+
+
+#: Krumhansl–Kessler key profiles: how well each pitch class above the tonic fits a major or minor key.
+_KEY_PROFILES = {
+    "major": np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+    "minor": np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+}
+#: Added to a key's profile correlation when its tonic is the melody's last or first note (a cadence on the tonic
+#: tells a major key from its relative minor, which share their notes).
+_LAST_NOTE_BONUS, _FIRST_NOTE_BONUS = 0.3, 0.2
+#: The family each General-MIDI group of 8 programs is read as (program // 8); synth leads and sound effects have
+#: no family of their own in :data:`FAMILIES` and take the nearest in sound.
+_GM_GROUP_FAMILIES = ("piano", "mallet", "organ", "guitar", "bass", "strings", "strings", "brass", "reed", "flute",
+                      "organ", "strings", "strings", "plucked", "mallet", "piano")
+_MIN_NOTE_SECONDS = 0.05
+
+
+def caption_of_midi(midi: pretty_midi.PrettyMIDI) -> str:
+    """A caption of a user's MIDI in the words of :func:`caption`, read from its notes.
+
+    The melody is the first pitched (non-drum) instrument with notes. Family: the melody's program as listed in
+    :data:`FAMILIES`, else by its General-MIDI group, named by the family's nearest listed program. Tempo: the
+    file's tempo marking that lasts longest (pretty_midi's onset-based estimate often lands on a multiple of it).
+    Key and mode: the pitch-class histogram of every pitched note, weighted by duration, correlated with the
+    Krumhansl–Kessler profiles of the 24 keys, with a bonus for a tonic on the melody's last and first notes.
+    Register: the nearest of :data:`REGISTERS` to the melody's mean pitch. Density: melody onsets per beat. Chords:
+    three or more notes sounding at one onset.
+
+    Args:
+        midi: e.g. from :func:`read_midi` or :func:`make_midi`.
+
+    Raises:
+        ZooValueError: no pitched instrument has notes (drums only).
+    """
+    pitched = [inst for inst in midi.instruments if not inst.is_drum and inst.notes]
+    if not pitched:
+        raise ZooValueError("the MIDI has drum notes only; give one with a pitched instrument")
+    melody = sorted(pitched[0].notes, key=lambda note: (note.start, note.pitch))
+    notes = [note for inst in pitched for note in inst.notes]
+
+    program = pitched[0].program
+    family = next((name for name, listed in FAMILIES.items() if program in dict(listed)),
+                  _GM_GROUP_FAMILIES[program // 8])
+    listed = min(dict(FAMILIES[family]), key=lambda p: abs(p - program))
+
+    end = max(note.end for note in melody)
+    times, tempi = midi.get_tempo_changes()
+    spans = np.diff(np.append(np.minimum(times, end), end))
+    tempo = float(tempi[int(np.argmax(spans))]) if len(tempi) else 120.0
+
+    weights = np.zeros(12)
+    for note in notes:
+        weights[note.pitch % 12] += max(note.end - note.start, _MIN_NOTE_SECONDS)
+    centred = weights - weights.mean()
+    scores = {}
+    for mode, profile in _KEY_PROFILES.items():
+        for tonic in range(12):
+            rolled = np.roll(profile, tonic) - profile.mean()
+            norm = float(np.linalg.norm(centred) * np.linalg.norm(rolled))
+            fit = float(centred @ rolled) / norm if norm > 0 else 0.0
+            scores[tonic, mode] = (fit + _LAST_NOTE_BONUS * (tonic == melody[-1].pitch % 12)
+                                   + _FIRST_NOTE_BONUS * (tonic == melody[0].pitch % 12))
+    tonic, mode = max(scores, key=scores.get)
+
+    mean_pitch = float(np.mean([note.pitch for note in melody]))
+    register = min(REGISTERS, key=lambda name: abs(REGISTERS[name] - mean_pitch))
+    onsets = np.unique(np.round([note.start for note in melody], 3))
+    beats = max((end - onsets[0]) * tempo / 60.0, 1.0)
+    starts = np.sort([note.start for note in notes])
+    stops = np.sort([note.end for note in notes])
+    sounding = np.searchsorted(starts, starts, side="right") - np.searchsorted(stops, starts, side="right")
+
+    params = MusicParams(family=family, program=listed, tempo=round(min(max(tempo, 1.0), 400.0), 1),
+                         key=KEY_NAMES[mode][tonic], mode=mode, density=min(len(onsets) / beats, 2.0),
+                         register=register, chords=bool(sounding.max() >= 3), seed=0)
+    return caption(params)
