@@ -141,6 +141,7 @@ class EvalConfig:
             _positive_int(getattr(self, name), f"eval.{name}")
         check_arg(self.music_clips >= 2, "eval.music_clips", self.music_clips, "an int >= 2 (a covariance)")
         check_arg(self.probe_music >= 4, "eval.probe_music", self.probe_music, "an int >= 4")
+        check_arg(self.max_frames >= 4, "eval.max_frames", self.max_frames, "an int >= 4 (the delay pattern's span)")
         check_arg(self.temperature > 0, "eval.temperature", self.temperature, "a float > 0")
 
 

@@ -16,10 +16,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader
 
-from zoo.errors import ZooValueError
+from zoo.errors import ZooValueError, check_arg
 from zoo.io import atomic_write_bytes
 
 from .codec import BOS, EOS, NUM_CODEBOOKS, PAD, Codec, delay
@@ -109,7 +110,7 @@ def fit_codec(corpus: Corpus, num_speech: int, num_music: int) -> Codec:
         try:
             codec.vq.load_state_dict(load_file(path))
             return codec
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             log.warning("audio codec cache %s is unreadable (%s); refitting it", path, err)
     codec.fit([corpus.waves[i] for i in corpus.split("train")], seed=corpus.seed ^ CODEC_SEED_TAG)
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in codec.vq.state_dict().items()}))
@@ -157,6 +158,8 @@ class AudioDataModule(L.LightningDataModule):
         self.parts = {"train": [], "val": [], "test": [clips[i] for i in corpus.split("test") if clips[i].task in wanted]}
         for task in sorted(wanted):
             train = [clips[i] for i in corpus.split("train") if clips[i].task == task]
+            check_arg(len(train) > d.val_clips, "data.val_clips", d.val_clips,
+                      f"fewer than the {len(train)} training clips of {TASKS[task]}")
             self.parts["val"] += train[-d.val_clips:]
             self.parts["train"] += train[: -d.val_clips]
 

@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -56,7 +57,7 @@ def _cached_probe(name: str, key: str, build: Callable[[], nn.Module], train: Ca
             model = build()
             model.load_state_dict(load_file(path))
             return model.eval()
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             log.warning("audio probe cache %s is unreadable (%s); retraining it", path, err)
     model = train()
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))

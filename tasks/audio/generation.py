@@ -30,7 +30,10 @@ class Generated:
 
 
 def codes_of(frames: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The codes of one sampled row of delayed frames ``[F, Q]``: undelayed and cut before codebook 0's EOS."""
+    """The codes of one sampled row of delayed frames ``[F, Q]``: undelayed and cut before codebook 0's EOS (none
+    when the row is shorter than the delay pattern)."""
+    if len(frames) < frames.shape[1] - 1:
+        return frames.new_zeros((0, frames.shape[1])), False
     codes = undelay(frames)
     is_code = codes < CODEBOOK_SIZE
     ended = not bool(is_code[:, 0].all())

@@ -105,7 +105,8 @@ class AudioModule(ZooModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._seconds += time.perf_counter() - self._started
-        self._tokens += int(batch["text"].numel() + batch["audio"].shape[0] * batch["audio"].shape[1])
+        B, T = batch["audio"].shape[:2]
+        self._tokens += int(B * (1 + batch["text"].shape[1] + T))
         if self._probe is not None and len(self.spike_curve) <= self.cfg.train.spike_steps:
             self.spike_curve.append(self._probe_loss())
 
@@ -117,39 +118,47 @@ class AudioModule(ZooModule):
         self.model.train(was_training)
         return float(ce.sum() / mask.sum())
 
+    def _aux_coef(self, step: int) -> float:
+        """The balance-loss weight of optimizer step ``step``: linear from ``aux_start`` to ``aux_end`` over the fit."""
+        t = self.cfg.train
+        last = max(1, int(self.trainer.estimated_stepping_batches) - 1)
+        return t.aux_start + (t.aux_end - t.aux_start) * min(1.0, step / last)
+
+    def _on_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
     def on_fit_start(self) -> None:
         for router in routers(self.model):
-            router.balance_coef = self.cfg.train.aux_start
+            router.balance_coef = self._aux_coef(self.global_step)
         dm = self.trainer.datamodule
         if not self.cfg.train.curriculum or not isinstance(dm, AudioDataModule) or self.stage_curves:
             return
         cfg, t = self.cfg, self.cfg.train
         dm.setup("fit")
+
         def batches_of(task: str):
-            def batches() -> list:
-                out: list = []
+            def batches() -> list[dict[str, torch.Tensor]]:
+                out: list[dict[str, torch.Tensor]] = []
                 for epoch in range(t.specialist_steps):
-                    out += list(dm.loader(dm.clips("train", [task]), shuffle=True, seed=cfg.seed * 1000 + epoch))
+                    out += [self._on_device(b) for b in dm.loader(dm.clips("train", [task]), shuffle=True,
+                                                                  seed=cfg.seed * 1000 + epoch)]
                     if len(out) >= t.specialist_steps:
-                        return out[: t.specialist_steps]
-                return out
+                        break
+                return out[: t.specialist_steps]
             return batches
 
-        warm = dm.balanced_batches(t.gate_steps, cfg.seed) if t.warm_gates else None
+        warm = [self._on_device(b) for b in dm.balanced_batches(t.gate_steps, cfg.seed)] if t.warm_gates else None
         self.stage_curves = curriculum.run_stages(
-            self.model, lambda: build_decoder(cfg, "dense", t.experts_per_task * cfg.moe.d_hidden),
+            self.model, lambda: build_decoder(cfg, "dense", t.experts_per_task * cfg.moe.d_hidden).to(self.device),
             [batches_of(task) for task in cfg.data.tasks], warm, sequence_loss, t.specialist_lr, t.gate_lr,
             t.experts_per_task)
-        self._probe = next(iter(dm.val_dataloader()))
+        self._probe = self._on_device(next(iter(dm.val_dataloader())))
         self.spike_curve = [self._probe_loss()]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         super().on_before_optimizer_step(optimizer)
-        t = self.cfg.train
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        coef = t.aux_start + (t.aux_end - t.aux_start) * min(1.0, self.global_step / total)
-        for router in routers(self.model):
-            router.balance_coef = coef
+        for router in routers(self.model):  # the loss of the next step uses the next step's weight
+            router.balance_coef = self._aux_coef(self.global_step + 1)
 
 
 def build_module(cfg: AudioConfig, info: Mapping[str, Any]) -> AudioModule:
