@@ -144,6 +144,11 @@ def _graph_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]
     return (str(tmp / "edges.csv"),), {"nodes": str(tmp / "nodes.csv")}
 
 
+def _audio_input(tmp: Path, info: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """A sentence to speak into a WAV (audio takes no INPUT)."""
+    return (), {"text": "the small dog ran across the green field", "out": str(tmp / "say.wav")}
+
+
 def run(hide: bool = True) -> list[dict[str, Any]]:
     from zoo import api
 
@@ -161,10 +166,10 @@ def run(hide: bool = True) -> list[dict[str, Any]]:
             loaded = api.load_weights(entry.id)
             loaded_s = time.perf_counter() - start
             task = loaded.task.name
-            if task in ("recsys", "video_anomaly", "detection", "nerf", "graph"):
+            if task in ("recsys", "video_anomaly", "detection", "nerf", "graph", "audio"):
                 args, options = {"recsys": _recsys_input, "video_anomaly": _video_anomaly_input,
                                  "detection": _detection_input, "nerf": _nerf_input,
-                                 "graph": _graph_input}[task](Path(tmp), loaded.info)
+                                 "graph": _graph_input, "audio": _audio_input}[task](Path(tmp), loaded.info)
             else:
                 args, options = inputs[task](Path(tmp))
             home = os.environ.get("ZOO_HOME")

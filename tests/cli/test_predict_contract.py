@@ -11,7 +11,7 @@ from zoo import cli
 from zoo.registry import TASKS
 from zoo.task import PredictOption, TaskSpec, number_list
 
-LIVE_TASKS = ("forecasting", "stocks", "rl", "recsys", "graph")
+LIVE_TASKS = ("forecasting", "stocks", "rl", "recsys", "graph", "audio")
 
 # One example value per option type, so every declared option can be given on the command line.
 _EXAMPLE = {int: "3", float: "80", str: "x"}
