@@ -517,7 +517,7 @@ def build_predict_parser(task: str | None) -> argparse.ArgumentParser:
     if spec.predict_out is None:
         parser.add_argument("--out", metavar="FILE", help="also write the predictions to FILE (CSV)")
     else:
-        parser.add_argument("--out", metavar="DIR", help=spec.predict_out)
+        parser.add_argument("--out", metavar="PATH", help=spec.predict_out)
     for option in spec.predict_options:
         kwargs: dict[str, Any] = {"help": option.help, "dest": option.dest}
         if option.flag_only:
