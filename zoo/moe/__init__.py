@@ -17,6 +17,8 @@ _HOMES = {
     "losses": ("importance_loss", "load_balance_loss", "router_z_loss", "routing_entropy", "smooth_load_loss"),
     "routing": ("ROUTERS", "AuxFreeRouter", "DenseToSparseRouter", "DomainRouter", "ExpertChoiceRouter", "HashRouter",
                 "Router", "Routing", "SoftRouter", "SplitRouter", "ThresholdRouter", "TopKRouter", "TopPRouter"),
+    "parallel": ("CommBytes", "ExpertParallelFFN", "all_reduce_expert_tokens", "all_to_all_bytes", "expert_parallel_mesh",
+                 "global_expert_stats", "uniform_all_to_all_bytes"),
     "stats": ("ExpertStats", "routing_stats"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -20,6 +20,8 @@ class MoEConfig:
     sigmoid gate (Qwen2-MoE); ``shared_routed`` lets the ``top_p`` router score them too (UniMoE-Audio): each
     token's selected experts and the shared ones are weighted by one softmax over their logits together.
     Router-input jitter is a router kwarg, e.g. ``{"p": 0.7, "jitter": 0.01}``.
+    ``expert_parallel`` > 1 shards the FFN experts over groups of that many ranks (``zoo.moe.parallel``); it must
+    divide ``num_experts``, and the world size when the layer is built.
     """
 
     num_experts: int = 8
@@ -39,6 +41,7 @@ class MoEConfig:
     num_null: int = 0
     zero_renormalize: bool = True
     backend: str = "auto"
+    expert_parallel: int = 1
 
     def __post_init__(self) -> None:
         num_special = self.num_zero + self.num_copy + self.num_constant + self.num_null
@@ -48,6 +51,9 @@ class MoEConfig:
         routable = self.num_experts + num_special
         check_arg(1 <= self.k <= routable, "moe.k", self.k, f"an int in [1, {routable}] (the routable experts)")
         check_arg(self.d_hidden >= 1, "moe.d_hidden", self.d_hidden, "a positive int")
+        ep = self.expert_parallel
+        check_arg(isinstance(ep, int) and not isinstance(ep, bool) and ep >= 1 and self.num_experts % ep == 0,
+                  "moe.expert_parallel", ep, f"a positive divisor of moe.num_experts={self.num_experts}")
         for name in ("balance_coef", "z_coef"):
             value = getattr(self, name)
             check_arg(value is None or value >= 0, f"moe.{name}", value, "None or a float >= 0")

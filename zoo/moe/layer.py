@@ -105,7 +105,8 @@ class MoELayer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: MoEConfig, d_model: int) -> MoELayer:
-        """Build router, FFN bank, special and shared experts from a :class:`MoEConfig`."""
+        """Build router, FFN bank, special and shared experts from a :class:`MoEConfig`; with
+        ``expert_parallel > 1`` the bank is this rank's :class:`~zoo.moe.parallel.ExpertParallelFFN` shard."""
         num_special = cfg.num_zero + cfg.num_copy + cfg.num_constant + cfg.num_null
         router_kwargs = {"k": cfg.k, **cfg.router_kwargs}
         if cfg.shared_routed:
@@ -118,7 +119,13 @@ class MoELayer(nn.Module):
                 raise ZooValueError(f"moe.{name}={value!r} does not apply to router {cfg.router!r}, which has no learned gate; leave it unset")
             router_kwargs.setdefault(name, value)
         router = build_router(cfg.router, d_model, cfg.num_experts + num_special, **router_kwargs)
-        experts = FFNExperts(cfg.num_experts, d_model, cfg.d_hidden, cfg.activation, cfg.backend)
+        if cfg.expert_parallel > 1:
+            from .parallel import ExpertParallelFFN, expert_parallel_mesh  # torch.distributed only when asked for
+
+            group = expert_parallel_mesh(cfg.expert_parallel).get_group("ep")
+            experts = ExpertParallelFFN(cfg.num_experts, d_model, cfg.d_hidden, cfg.activation, cfg.backend, group)
+        else:
+            experts = FFNExperts(cfg.num_experts, d_model, cfg.d_hidden, cfg.activation, cfg.backend)
         special = None
         if num_special:
             special = SpecialExperts(
