@@ -172,11 +172,13 @@ class LoadedModel:
 
 
 def build_from_info(spec: TaskSpec, cfg: Any, info: Mapping[str, Any]) -> LoadedModel:
-    """Build the module from the config and a model info alone (no data)."""
+    """Build the module from the config and a model info alone (no data). MoE banks are built whole even with
+    ``moe.expert_parallel`` > 1: :class:`zoo.distributed.ExpertParallelStrategy` shards them once the ranks run."""
     from zoo import modelinfo
+    from zoo.distributed import without_expert_parallel
 
     info = modelinfo.normalize(info)
-    return LoadedModel(spec, cfg, spec.build_module(cfg, info), info)
+    return LoadedModel(spec, cfg, spec.build_module(without_expert_parallel(cfg), info), info)
 
 
 def build_from_config(spec: TaskSpec, cfg: Any) -> LoadedModel:
@@ -317,6 +319,7 @@ def build_trainer(
     from lightning.pytorch.loggers import CSVLogger
 
     from zoo.callbacks import ExpertStatsCallback, RunCheckpoint
+    from zoo.distributed import expert_parallel_of, expert_parallel_strategy
     from zoo.errors import check_arg
 
     kwargs = dict(getattr(cfg, "trainer", {}) or {})
@@ -324,6 +327,9 @@ def build_trainer(
     check_arg(isinstance(every, int) and every >= 0, "trainer.checkpoint_every_n_steps", every, "an integer >= 0")
     checkpointing = kwargs.pop("enable_checkpointing", True)
     kwargs.setdefault("accelerator", "cpu" if not torch.cuda.is_available() else "auto")
+    ep = expert_parallel_of(cfg)
+    if ep > 1:  # DDP with the MoE banks sharded over the ranks (zoo.distributed)
+        kwargs["strategy"] = expert_parallel_strategy(kwargs.get("strategy", "auto"), ep, kwargs["accelerator"])
     all_callbacks = [ExpertStatsCallback(dirpath=run_dir), *(callbacks or [])]
     if progress:
         all_callbacks.append(RichProgressBar(leave=True))

@@ -66,6 +66,11 @@ def expert_parallel_mesh(ep: int, device_type: str | None = None) -> DeviceMesh:
     return _MESHES[key][1]
 
 
+def release_meshes() -> None:
+    """Forget the cached meshes (before the process group they were built on is destroyed)."""
+    _MESHES.clear()
+
+
 def all_to_all_bytes(num_rows_sent_per_rank: Sequence[int], d_model: int, dtype: torch.dtype,
                      self_rank: int | None = None) -> int:
     """Bytes of the token rows one rank sends in one all-to-all.
@@ -132,6 +137,8 @@ class ExpertParallelFFN(Experts):
     Built from the same random stream as :class:`FFNExperts` (each full tensor is drawn in turn and sliced, so the
     peak memory is one full tensor): with the same seed on every rank the shards are exactly the slices of the
     bank one process would build. Ids stay global: ``forward`` takes the router's ``ids`` in ``[0, E)`` or −1.
+    Its state dict holds the full bank (gathered over the group, so ``state_dict`` is a collective) and loading
+    takes a full bank and keeps this rank's slice, so checkpoints move between any ``ep`` and :class:`FFNExperts`.
 
     Args:
         num_experts: E over the whole group; a multiple of the group size.
@@ -166,6 +173,8 @@ class ExpertParallelFFN(Experts):
         for name, shape, fan_in in shapes:  # FFNExperts' order and init, drawn in full then sliced
             setattr(self, name, nn.Parameter(_uniform_(torch.empty(num_experts, *shape), fan_in)[lo:hi].clone()))
         self.last_comm = CommBytes()
+        self.register_state_dict_post_hook(_gather_full_bank)
+        self.register_load_state_dict_pre_hook(_slice_full_bank)
 
     @classmethod
     def from_full(cls, full: FFNExperts, group: dist.ProcessGroup | None = None) -> ExpertParallelFFN:
@@ -225,6 +234,34 @@ class ExpertParallelFFN(Experts):
     def extra_repr(self) -> str:
         return (f"E={self.num_experts} ({self.local_experts} on rank {self.rank} of {self.ep}), D={self.d_model}, "
                 f"F={self.d_hidden}, activation={self.activation}, backend={self.backend}")
+
+
+@torch.no_grad()
+def _gather_full_bank(bank: ExpertParallelFFN, state: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook: the full ``[E, ...]`` tensors gathered over the group, so a saved bank (a checkpoint, a
+    safetensors file) is the :class:`FFNExperts` one whatever ``ep`` saved it. A collective: every rank of the
+    group must call ``state_dict`` together."""
+    for name in ("w1", "w2", "w3"):
+        if prefix + name not in state:
+            continue
+        shard = state[prefix + name].detach().contiguous()
+        parts = [torch.empty_like(shard) for _ in range(bank.ep)]
+        dist.all_gather(parts, shard, group=bank.group)
+        state[prefix + name] = torch.cat(parts)
+
+
+def _slice_full_bank(bank: ExpertParallelFFN, state: dict, prefix: str, local_metadata: dict, strict: bool,
+                     missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    """Load-state-dict pre-hook: a full ``[E, ...]`` bank (as :func:`_gather_full_bank` saves it, or as
+    :class:`FFNExperts` does) is cut to this rank's experts; any other expert count is refused in one line."""
+    for name in ("w1", "w2", "w3"):
+        value = state.get(prefix + name)
+        if value is None:
+            continue
+        if value.shape[0] != bank.num_experts:
+            raise ZooValueError(f"checkpoint tensor '{prefix}{name}' holds {value.shape[0]} experts; this model has "
+                                f"moe.num_experts={bank.num_experts}")
+        state[prefix + name] = value[bank.first_expert:bank.first_expert + bank.local_experts]
 
 
 @torch.no_grad()
