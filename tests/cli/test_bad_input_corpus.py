@@ -49,6 +49,7 @@ VAD_WEIGHTS = "video_anomaly/gsmoe.synthvad"
 DET_WEIGHTS = "detection/damex.mini-uodb"
 NERF_WEIGHTS = "nerf/hmohe.procedural-city"
 GRAPH_WEIGHTS = "graph/gmope.synthetic"
+AUDIO_WEIGHTS = "audio/unimoe.synthetic"
 RECIPE = "moe_e8k2_m3-monthly"
 TRAIN = ("train", "forecasting", "--recipe", RECIPE, "--smoke", "--no-progress")
 # What `zoo train` may print before its error: the run dir it made, and that it removed it again.
@@ -197,7 +198,21 @@ INPUTS: dict[str, str | bytes | Callable[[], str]] = {
     "graph/nodes_one_class.csv": _graph_nodes("xx  "),
     "graph/tu/TOY_graph_indicator.txt": "1\n1\n2\n",
     "graph/tu/TOY_graph_labels.txt": "0\n1\n",
+    "audio/no_notes.mid": lambda: _midi_without_notes(),
 }
+
+
+def _midi_without_notes() -> bytes:
+    """A valid Standard MIDI File with a piano track and no notes."""
+    import io
+
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI()
+    midi.instruments.append(pretty_midi.Instrument(program=0))
+    buffer = io.BytesIO()
+    midi.write(buffer)
+    return buffer.getvalue()
 
 
 def _frame(file_path: str, pose: np.ndarray | None = None) -> dict:
@@ -382,6 +397,8 @@ N = ("predict", "nerf", "--weights", NERF_WEIGHTS)
 G = ("predict", "graph", "--weights", GRAPH_WEIGHTS)
 GN = ("--nodes", "{in}/graph/nodes.csv")
 NT = ("train", "nerf", "--recipe", "hmohe_city", "--smoke", "--no-progress", "--set")
+A = ("predict", "audio", "--weights", AUDIO_WEIGHTS)
+AT = ("train", "audio", "--recipe", "unimoe_speech-music", "--smoke", "--no-progress", "--set")
 DT = ("train", "detection", "--recipe", "dense_miniuodb", "--smoke", "--no-progress", "--set", "data.miniuodb=[]",
       "--set", "data.real=[]", "--set")
 SHOW = ("config", "show", "forecasting", "--recipe", RECIPE)
@@ -555,6 +572,24 @@ CASES: list[Case] = [
     Case("graph-empty-edges", (*G, "{in}/empty.csv", *GN), 2, "is empty; expected rows 'source,target'"),
     Case("graph-tu-missing-A", (*G, "{in}/graph/tu"), 2, "TOY_A.txt does not exist"),
     Case("graph-plot-jpg", (*G, "{in}/graph/edges.csv", *GN, "--plot", "{given}/graph.jpg"), 2, "ending in .png"),
+    Case("audio-no-prompt", (*A, "--out", "{given}/o.wav"), 2, "give exactly one of --text"),
+    Case("audio-text-and-caption", (*A, "--text", "hi", "--caption", "a slow cheerful piano melody", "--out",
+                                    "{given}/o.wav"), 2, "got --text and --caption"),
+    Case("audio-no-out", (*A, "--text", "hello"), 2, "--out is required"),
+    Case("audio-out-not-wav", (*A, "--text", "hello", "--out", "{given}/o.mp3"), 2, "give a path ending in .wav"),
+    Case("audio-out-folder-missing", (*A, "--text", "hello", "--out", "{given}/nope/o.wav"), 2,
+         "does not exist; create it first"),
+    Case("audio-empty-text", (*A, "--text", "  ", "--out", "{given}/o.wav"), 2, "the text is empty"),
+    Case("audio-text-not-ascii", (*A, "--text", "h\u00e9llo", "--out", "{given}/o.wav"), 2,
+         "characters the model cannot read"),
+    Case("audio-midi-missing", (*A, "--midi", "{in}/nope.mid", "--out", "{given}/o.wav"), 2, "nope.mid' does not exist"),
+    Case("audio-midi-binary", (*A, "--midi", "{in}/binary.bin", "--out", "{given}/o.wav"), 2,
+         "is not a readable MIDI file"),
+    Case("audio-midi-no-notes", (*A, "--midi", "{in}/audio/no_notes.mid", "--out", "{given}/o.wav"), 2, "has no notes"),
+    Case("audio-plot-jpg", (*A, "--text", "hello", "--out", "{given}/o.wav", "--plot", "{given}/mel.jpg"), 2, ".png"),
+    Case("audio-train-repeated-task", (*AT, "data.tasks=[speech,speech]"), 2, "without repeats"),
+    Case("audio-train-curriculum-dense", (*AT, "model.ffn=dense"), 2, "false unless model.ffn is moe"),
+    Case("audio-train-val-too-large", (*AT, "data.val_clips=50"), 2, "fewer than the"),
     Case("det-mix-expert-map", ("train", "detection", "--recipe", "damex_miniuodb", "--smoke", "--set",
                                 "data.experts={{miniuodb/digits: 0}}"), 2, "gives no expert to dataset(s)"),
     Case("det-unknown-domain", ("train", "detection", "--recipe", "damex_miniuodb", "--set", "data.miniuodb=[cats]"),
