@@ -32,5 +32,8 @@ def loop_moe_ffn(
             continue
         g_nF = x_nD @ w3s[e] if w3s is not None else None
         outputs.append(apply_activation(x_nD @ w1s[e], activation, g_nF) @ w2s[e])
-    y_ND = torch.cat(outputs) if outputs else x_ND.new_zeros(0, x_TD.shape[1])
+    if not outputs:  # no slot: an empty product still ties the (zero) gradients to x and the weights
+        g_nF = x_ND @ w3s[0] if w3s is not None else None
+        outputs.append(apply_activation(x_ND @ w1s[0], activation, g_nF) @ w2s[0])
+    y_ND = torch.cat(outputs)
     return combine(y_ND, slots, weights_TK, x_TD.dtype)

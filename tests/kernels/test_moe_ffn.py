@@ -826,6 +826,20 @@ def test_empty_batches(backend, T, k):
     assert y.shape == (T, 16) and torch.all(y == 0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("T", "k"), [(0, 2), (3, 2)])
+def test_empty_batches_backpropagate(backend, T, k):
+    """No tokens, or every slot empty: the backward runs and gives zero gradients (a rank of an expert-parallel
+    layer that receives nothing still takes part in the backward)."""
+    x = torch.randn(T, 16, requires_grad=True)
+    w1, w2 = torch.randn(4, 16, 32, requires_grad=True), torch.randn(4, 32, 16, requires_grad=True)
+    skip_if_declined(backend, x, w1)
+    y = moe_ffn(x, torch.full((T, k), -1 if T else 0, dtype=torch.long), torch.rand(T, k), w1, w2, backend=backend)
+    y.sum().backward()
+    assert torch.all(x.grad == 0)
+    assert all(w.grad is None or torch.all(w.grad == 0) for w in (w1, w2))
+
+
 def test_reference_backpropagates_rows_without_work():
     inputs, grad = make_inputs(4, 16, 32, 4, 2, "gelu", ids=torch.full((4, 2), -1))
     _, grads = run(inputs, "reference", grad)
