@@ -19,10 +19,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-
-# About one run in ten, a rank of the 2-rank resume dies with SIGABRT ("terminate called without an active
-# exception") after its fit; until that is found, these tests run in the slow tier, not in CI's.
-pytestmark = pytest.mark.slow
 import torch
 import torch.distributed as dist
 

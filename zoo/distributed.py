@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import datetime
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -163,6 +164,11 @@ class _Launcher(_MultiProcessingLauncher):
             dist.barrier()
             release_meshes()
             dist.destroy_process_group()
+        # The rank's results are in the parent's queue. Leave now: gloo objects still referenced (by DDP's reducer)
+        # can abort the process in their destructors at interpreter exit, which the parent would see as a crash.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class ExpertParallelStrategy(DDPStrategy):
