@@ -441,19 +441,35 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         stale = leaderboard.render(boards, check=args.check)
         print("up to date" if not stale else "rendered " + ", ".join(str(p) for p in stale))
         return 0
-    if args.threads is not None:  # else torch's default, as the committed smoke results were made
+    if args.action != "reproduce":
+        for flag, given in (("--jobs", args.jobs != 1), ("--skip-existing", args.skip_existing)):
+            check_arg(not given, flag, "given", f"only with reproduce, not {args.action}")
+    parallel = args.action == "reproduce" and args.jobs > 1
+    if args.threads is not None and not parallel:  # else torch's default, as the committed smoke results were made
         _set_threads(args.threads)
     _quiet_lightning()
     if args.action == "reproduce":
         from rich.console import Console
 
+        failed = []
         for board in boards:
             before = leaderboard.load_results(board, args.tier)  # the committed numbers, before re-runs replace them
-            written = leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds,
-                                            progress=not args.no_progress)
+            try:
+                written = leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds,
+                                                progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
+                                                skip_existing=args.skip_existing)
+            except leaderboard.RunsFailedError as err:  # the runs that finished are compared all the same
+                written = err.written
+                failed.append(err)
             rows = leaderboard.compare(board, args.tier, before, written)
             Console(stderr=False).print(leaderboard.comparison_table(board, args.tier, rows))
             print(f"wrote {len(written)} results under leaderboards/results/{board}/", file=sys.stderr)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:  # one line for every board, with their common exit code (else 1)
+            error = ZooError("; ".join(str(err) for err in failed))
+            error.exit_code = failed[0].exit_code if len({e.exit_code for e in failed}) == 1 else 1
+            raise error
         return 0
     for board in boards:
         timings = leaderboard.check_tier(board, args.tier, seeds=args.seeds)
@@ -609,7 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--check", action="store_true", help="render: exit 6 if committed tables differ")
     lb.add_argument("--no-progress", action="store_true")
     lb.add_argument("--threads", type=int, metavar="N", help="reproduce, check: torch threads per run (default: "
-                    "torch's, all cores; recorded in each result)")
+                    "torch's, all cores; 1 with --jobs > 1; recorded in each result)")
+    lb.add_argument("--jobs", type=int, default=1, metavar="N", help="reproduce: run N (row, seed) runs at a time, "
+                    "each in a fresh worker process (default 1: one after another in this process)")
+    lb.add_argument("--skip-existing", action="store_true", help="reproduce: leave out runs whose results file "
+                    "exists with the same config hash (resume an interrupted reproduce)")
     lb.add_argument("--json", action="store_true")
     return parser
 

@@ -12,10 +12,14 @@ twin).
 ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies each recipe's smoke overrides,
 ``full`` runs the recipe as written) under one overall progress bar and writes
 ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``; ``compare`` sets the re-run means against the results
-committed before it. ``render`` turns whatever results exist into ``leaderboards/<board>.md`` (mean ± std (n), the
-value alone when n = 1; best marked; params total/active; wall seconds of train + test per run; the reproduce
-command) and into the README's summary table between ``<!-- leaderboards -->`` and ``<!-- /leaderboards -->``;
-``render --check`` fails (exit 6) if the committed files differ from what the results render to.
+committed before it. With ``jobs`` > 1 the runs go to as many spawned worker processes (a fresh one per run, one
+torch thread each unless told otherwise), and the parent writes each results file as its run finishes; a run that
+raises is reported while the others go on, and ``skip_existing`` resumes an interrupted reproduce by leaving out
+runs whose results file holds the config hash the run would have now. ``render`` turns whatever results exist
+into ``leaderboards/<board>.md`` (mean ± std (n), the value alone when n = 1; best marked; params total/active;
+wall seconds of train + test per run; the reproduce command) and into the README's summary table between
+``<!-- leaderboards -->`` and ``<!-- /leaderboards -->``; ``render --check`` fails (exit 6) if the committed files
+differ from what the results render to.
 ``check --tier smoke`` reruns the smoke tier and fails (exit 5) when a metric moves beyond its tolerance, is
 missing from the rerun or is not finite. A malformed results file is a one-line error naming it (exit 2).
 See docs/architecture.md, "Leaderboards".
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import config_sha256, read_yaml, repo_root, resolve_config
-from zoo.errors import StaleTableError, ToleranceError, ZooValueError, check_arg
+from zoo.errors import StaleTableError, ToleranceError, ZooError, ZooValueError, check_arg
 from zoo.io import atomic_write_text
 
 TIERS = ("smoke", "full")
@@ -252,17 +256,24 @@ def first_run_dirs(board: str, tier: str, needs: str) -> dict[str, Path]:
     return out
 
 
-def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bool = False) -> dict[str, Any]:
-    """Train and test one row with one seed; return its results record (nothing is written but the run dir)."""
+def row_config(spec: BoardSpec, row: RowSpec, tier: str, seed: int) -> tuple[Any, Any]:
+    """The task and the resolved config of one run (board, row and smoke layers over the recipe, then the seed)."""
     from zoo.api import load_task
-    from zoo.moe import count_params
-    from zoo.task import fit_and_test, make_run_dir, provenance, write_run_files
 
     task = load_task(spec.task)
     smoke = tier == "smoke"
     layers = (spec.config, row.config, spec.smoke_config if smoke else {})
     cfg, _ = resolve_config(task.config_cls, spec.task, row.recipe, smoke=smoke, layers=layers)
     cfg.seed = seed
+    return task, cfg
+
+
+def run_row(spec: BoardSpec, row: RowSpec, tier: str, seed: int, *, progress: bool = False) -> dict[str, Any]:
+    """Train and test one row with one seed; return its results record (nothing is written but the run dir)."""
+    from zoo.moe import count_params
+    from zoo.task import fit_and_test, make_run_dir, provenance, write_run_files
+
+    task, cfg = row_config(spec, row, tier, seed)
     run_dir = make_run_dir(spec.task, row.recipe, seed)
     write_run_files(run_dir, cfg, {"board": spec.name, "row": row.name, "tier": tier})
     start = time.perf_counter()
@@ -299,35 +310,217 @@ def planned_runs(
     return runs
 
 
-def _overall_progress(enabled: bool) -> Any:
-    """One bar for the whole reproduce (runs done / total, current row and seed), on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@dataclass(frozen=True)
+class RunFailure:
+    """A run that raised: its row and seed, the error's first line, and the log that holds its traceback."""
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
+    row: str
+    seed: int
+    error: str
+    exit_code: int
+    log: Path | None = None
+
+    def line(self) -> str:
+        return f"{self.row} s{self.seed}: {self.error}" + (f" (log: {self.log})" if self.log else "")
+
+
+class RunsFailedError(ZooError):
+    """Some runs of a reproduce raised while the others finished and were written (``written``). The exit code is
+    the failures' own when they share one (2 for a bad config), else 1."""
+
+    def __init__(self, board: str, tier: str, failures: list[RunFailure], total: int, written: list[Path]) -> None:
+        super().__init__(f"{board} {tier}: {len(failures)} of {total} runs failed: "
+                         + "; ".join(f.line() for f in failures))
+        self.failures, self.written = failures, written
+        codes = {f.exit_code for f in failures}
+        self.exit_code = codes.pop() if len(codes) == 1 else 1
+
+
+def log_path(board: str, row: str, tier: str, seed: int) -> Path:
+    """Where a reproduce run's output (parallel runs) or traceback (any failed run) goes, under ``./runs``."""
+    return Path("runs") / "leaderboard" / board / row / f"{tier}-s{seed}.log"
+
+
+def _failure(row: RowSpec, seed: int, err: Exception, log: Path) -> RunFailure:
+    """The record of a run that raised; its traceback is appended to ``log``."""
+    import traceback
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as f:
+        traceback.print_exception(err, file=f)
+    first = str(err).strip().splitlines()
+    message = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+    return RunFailure(row.name, seed, message, err.exit_code if isinstance(err, ZooError) else 1, log)
+
+
+def _ignore_interrupts() -> None:
+    """Worker processes leave Ctrl-C to the parent, which cancels what is pending and stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_in_worker(spec: BoardSpec, row: RowSpec, tier: str, seed: int, threads: int,
+                   log: Path) -> dict[str, Any] | RunFailure:
+    """One run in a fresh worker process, its stdout and stderr sent to ``log``: the record, or its failure.
+
+    The worker inherits the parent's environment, so the numerics pinned there before torch loaded hold here."""
+    import os
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        return run_row(spec, row, tier, seed, progress=False)
+    except Exception as err:  # reported by the parent; the other runs go on
+        return _failure(row, seed, err, log)
+
+
+def _is_current(spec: BoardSpec, row: RowSpec, tier: str, seed: int) -> bool:
+    """Whether the run's results file exists and was made from the config the run would resolve to now."""
+    path = result_path(spec.name, row.name, tier, seed)
+    if not path.exists():
+        return False
+    record = read_record(path, spec.name, tier)
+    return record.get("config_sha256") == config_sha256(row_config(spec, row, tier, seed)[1])
+
+
+def _overall_progress(console: Any, enabled: bool) -> Any:
+    """One bar for the whole reproduce on stderr: runs done / total, running and failed, elapsed and left."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+               TextColumn("{task.fields[running]} running, {task.fields[failed]} failed"), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=not enabled)
 
 
 def reproduce(
-    board: str, tier: str, *, rows: list[str] | None = None, seeds: list[int] | None = None, progress: bool = False
+    board: str,
+    tier: str,
+    *,
+    rows: list[str] | None = None,
+    seeds: list[int] | None = None,
+    progress: bool = False,
+    jobs: int = 1,
+    threads: int | None = None,
+    skip_existing: bool = False,
 ) -> list[Path]:
-    """Train and test each row × seed of ``tier``; write one results JSON per run. Returns their paths.
+    """Train and test each row × seed of ``tier``; write one results JSON per run as it finishes. Returns the
+    paths written.
 
-    ``progress`` shows one overall bar; the runs' own Lightning bars stay off so it is the only one."""
+    A run that raises is reported on stderr (row, seed, error, log) and the others go on; when any failed,
+    :class:`RunsFailedError` (holding the paths written) is raised at the end. Results files are written whole or
+    not at all, so an interrupted reproduce leaves none half-written.
+
+    Args:
+        progress: show one overall bar; the runs' own Lightning bars stay off so it is the only one.
+        jobs: 1 runs in this process, one run after another; N > 1 runs them in N worker processes (spawned,
+            a fresh one per run, each with ``threads`` torch threads and this process's environment).
+        threads: torch threads of each worker process (default 1, so results do not depend on ``jobs``);
+            in-process runs keep this process's setting.
+        skip_existing: leave out runs whose results file exists with the config hash the run would have now.
+    """
+    from rich.console import Console
+
     check_arg(tier in TIERS, "--tier", tier, TIERS)
+    check_arg(isinstance(jobs, int) and jobs >= 1, "--jobs", jobs, "a positive int")
+    check_arg(threads is None or threads >= 1, "--threads", threads, "a positive int")
     spec = load_spec(board)
     runs = planned_runs(spec, rows, seeds)
-    written = []
-    with _overall_progress(progress) as bar:
-        task = bar.add_task(f"{board} {tier}", total=len(runs))
-        for row, seed in runs:
-            bar.update(task, description=f"{board} {tier}: {row.name} s{seed}")
-            record = run_row(spec, row, tier, seed, progress=False)
-            path = result_path(board, row.name, tier, seed)
-            atomic_write_text(path, json.dumps(record, indent=1))
-            written.append(path)
-            bar.advance(task)
+    console = Console(stderr=True)
+    if skip_existing:
+        todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
+        if len(todo) < len(runs):
+            console.print(f"{board} {tier}: skipped {len(runs) - len(todo)} of {len(runs)} runs whose results "
+                          "exist with the same config hash", markup=False, highlight=False, soft_wrap=True)
+        runs = todo
+    written: list[Path] = []
+    failures: list[RunFailure] = []
+
+    def done(row: RowSpec, seed: int, outcome: dict[str, Any] | RunFailure) -> None:
+        if isinstance(outcome, RunFailure):
+            failures.append(outcome)
+            console.print(f"failed: {board} {tier} {outcome.line()}", style="red", markup=False, highlight=False,
+                          soft_wrap=True)
+            return
+        path = result_path(board, row.name, tier, seed)
+        atomic_write_text(path, json.dumps(outcome, indent=1))
+        written.append(path)
+
+    with _overall_progress(console, progress) as bar:
+        task = bar.add_task(f"{board} {tier}", total=len(runs), running=0, failed=0)
+        if jobs == 1:
+            _run_here(spec, runs, tier, bar, task, done)
+        else:
+            _run_in_pool(spec, runs, tier, jobs, threads or 1, bar, task, done)
+    if failures:
+        raise RunsFailedError(board, tier, failures, len(runs), written)
     return written
+
+
+def _run_here(spec: BoardSpec, runs: list[tuple[RowSpec, int]], tier: str, bar: Any, task: Any, done: Any) -> None:
+    """The runs one after another in this process."""
+    failed = 0
+    for row, seed in runs:
+        bar.update(task, description=f"{spec.name} {tier}: {row.name} s{seed}", running=1)
+        try:
+            outcome: dict[str, Any] | RunFailure = run_row(spec, row, tier, seed, progress=False)
+        except Exception as err:  # reported; the other runs go on
+            log = log_path(spec.name, row.name, tier, seed)
+            log.unlink(missing_ok=True)  # a log of an earlier reproduce's run
+            outcome = _failure(row, seed, err, log)
+            failed += 1
+        done(row, seed, outcome)
+        bar.update(task, advance=1, running=0, failed=failed)
+
+
+def _run_in_pool(spec: BoardSpec, runs: list[tuple[RowSpec, int]], tier: str, jobs: int, threads: int, bar: Any,
+                 task: Any, done: Any) -> None:
+    """The runs in ``jobs`` spawned worker processes, a fresh one per run; each result is handed to ``done`` as it
+    completes. Ctrl-C cancels the runs not started and terminates the workers."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               max_tasks_per_child=1, initializer=_ignore_interrupts)
+    try:
+        pending = {}
+        for row, seed in runs:
+            log = log_path(spec.name, row.name, tier, seed)
+            pending[pool.submit(_run_in_worker, spec, row, tier, seed, threads, log)] = (row, seed, log)
+        failed = 0
+        while pending:
+            bar.update(task, running=min(jobs, len(pending)), failed=failed)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row, seed, log = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as err:  # the worker died (killed, out of memory) or could not start
+                    outcome = _failure(row, seed, err, log)
+                failed += isinstance(outcome, RunFailure)
+                done(row, seed, outcome)
+                bar.update(task, advance=1, running=min(jobs, len(pending)), failed=failed)
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool: Any) -> None:
+    """Cancel the runs not started and terminate the running workers (their results were never written)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor has no public terminate
+    pool.shutdown(wait=False, cancel_futures=True)  # forgets its processes: they were listed first
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join()
 
 
 @dataclass(frozen=True)

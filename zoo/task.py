@@ -266,11 +266,16 @@ def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLik
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path("runs") / task / (recipe or "default")
-        run_dir = base / f"{stamp}-s{seed}"
-        n = 1
-        while run_dir.exists():
-            n += 1
-            run_dir = base / f"{stamp}-s{seed}-{n}"
+        run_dir, n = base / f"{stamp}-s{seed}", 1
+        while True:  # mkdir claims the name atomically: runs started in parallel never share a directory
+            try:
+                run_dir.mkdir(parents=True)
+                return run_dir
+            except FileExistsError:
+                n += 1
+                run_dir = base / f"{stamp}-s{seed}-{n}"
+            except OSError as err:
+                raise ZooValueError(f"cannot create the run directory {run_dir} ({err.strerror or err})") from None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
