@@ -26,14 +26,6 @@ from zoo.tasks.audio.codec import (
 SR = 16_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _signals(seed: int, n: int = 6, seconds: float = 1.0) -> list[np.ndarray]:
     """Chirps, harmonic tones and noise bursts at 16 kHz."""
     rng = np.random.default_rng(seed)

@@ -23,14 +23,6 @@ from zoo.tasks.audio.codec import Codec  # noqa: E402
 SEED, N_SPEECH, N_MUSIC = 3, 12, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     torch.set_num_threads(1)

@@ -27,27 +27,6 @@ from zoo.tasks.audio.module import build_module  # noqa: E402
 SEED, N_SPEECH, N_MUSIC = 13, 24, 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A private ``$ZOO_HOME`` holding the tiny corpus and its codec for the whole module."""
-    folder = tmp_path_factory.mktemp("zoo-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZOO_HOME", str(folder))
-        torch.set_num_threads(1)
-        D.prepare.cache_clear()  # memoised per process: build (and cache) it in this home
-        D.prepare(SEED, N_SPEECH, N_MUSIC)
-        yield folder
-        D.prepare.cache_clear()
-
-
 def _cfg(tasks=("speech", "music"), batch_size: int = 4, val_clips: int = 2) -> AudioConfig:
     return AudioConfig(data=DataConfig(num_speech=N_SPEECH, num_music=N_MUSIC, tasks=list(tasks), val_clips=val_clips,
                                        seed=SEED),

@@ -27,14 +27,6 @@ from zoo.tasks.audio.probes import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def utterances():
     pytest.importorskip("espeakng_loader")

@@ -20,14 +20,6 @@ from zoo.tasks.audio import speech as S  # noqa: E402
 TEXT = "The old dog slept under a green tree today."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mean_f0(wave: np.ndarray, sr: int = S.SAMPLE_RATE, lo: float = 60.0, hi: float = 400.0) -> float:
     """Median over loud 40 ms frames of the autocorrelation-peak frequency in [lo, hi] Hz."""
     frame = int(0.04 * sr)

@@ -40,14 +40,6 @@ SEED, N_SPEECH, N_MUSIC = 13, 24, 10
 Q = NUM_CODEBOOKS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(ffn: str = "moe", layers: int = 1, curriculum: bool = False, **train) -> AudioConfig:
     """A tiny config: 2 tasks, 2 experts per task, UniMoE-style top-p with a null and a shared expert."""
     return AudioConfig(data=DataConfig(num_speech=N_SPEECH, num_music=N_MUSIC, val_clips=2, seed=SEED),
@@ -346,18 +338,6 @@ def test_train_steps_updates_only_the_given_parameters():
 
 
 # --- Lightning fits on the tiny corpus -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("zoo-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZOO_HOME", str(folder))
-        torch.set_num_threads(1)
-        D.prepare.cache_clear()  # memoised per process: build (and cache) it in this home
-        D.prepare(SEED, N_SPEECH, N_MUSIC)
-        yield folder
-        D.prepare.cache_clear()
 
 
 class _Coefs(L.Callback):
