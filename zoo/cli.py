@@ -437,15 +437,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return cmd_list(args)
     boards = leaderboard.board_names() if args.all else args.boards
     check_arg(bool(boards), "BOARD", None, "a board name or --all")
+    if args.action != "reproduce":
+        for flag, given in (("--jobs", args.jobs != 1), ("--force", args.force), ("--executor", args.executor),
+                            ("--address", args.address)):
+            check_arg(not given, flag, "given", f"only with reproduce, not {args.action}")
     if args.action == "render":
         stale = leaderboard.render(boards, check=args.check)
         print("up to date" if not stale else "rendered " + ", ".join(str(p) for p in stale))
         return 0
-    if args.action != "reproduce":
-        for flag, given in (("--jobs", args.jobs != 1), ("--skip-existing", args.skip_existing)):
-            check_arg(not given, flag, "given", f"only with reproduce, not {args.action}")
-    parallel = args.action == "reproduce" and args.jobs > 1
-    if args.threads is not None and not parallel:  # else torch's default, as the committed smoke results were made
+    in_workers = args.action == "reproduce" and (args.jobs > 1 or args.executor == "ray")
+    if args.threads is not None and not in_workers:  # else torch's default, as the committed smoke results were made
         _set_threads(args.threads)
     _quiet_lightning()
     if args.action == "reproduce":
@@ -457,7 +458,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             try:
                 written = leaderboard.reproduce(board, args.tier, rows=args.rows, seeds=args.seeds,
                                                 progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                                                skip_existing=args.skip_existing)
+                                                force=args.force, executor=args.executor or "local",
+                                                address=args.address)
             except leaderboard.RunsFailedError as err:  # the runs that finished are compared all the same
                 written = err.written
                 failed.append(err)
@@ -627,9 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--threads", type=int, metavar="N", help="reproduce, check: torch threads per run (default: "
                     "torch's, all cores; 1 with --jobs > 1; recorded in each result)")
     lb.add_argument("--jobs", type=int, default=1, metavar="N", help="reproduce: run N (row, seed) runs at a time, "
-                    "each in a fresh worker process (default 1: one after another in this process)")
-    lb.add_argument("--skip-existing", action="store_true", help="reproduce: leave out runs whose results file "
-                    "exists with the same config hash (resume an interrupted reproduce)")
+                    "each in a fresh worker process (default 1: one after another in this process); with --executor "
+                    "ray and no --address, the CPUs of the local Ray instance are N x --threads")
+    lb.add_argument("--force", action="store_true", help="reproduce: redo runs whose results file exists with the "
+                    "same config hash (by default they are skipped, so rerunning resumes)")
+    lb.add_argument("--executor", choices=["local", "ray"], help="reproduce: local worker processes (default) or "
+                    "Ray tasks (needs the 'cluster' extra)")
+    lb.add_argument("--address", metavar="ADDR", help="reproduce --executor ray: the Ray cluster to submit to "
+                    "(default: start a local instance)")
     lb.add_argument("--json", action="store_true")
     return parser
 

@@ -12,10 +12,10 @@ twin).
 ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies each recipe's smoke overrides,
 ``full`` runs the recipe as written) under one overall progress bar and writes
 ``leaderboards/results/<board>/<row>/<tier>-s<seed>.json``; ``compare`` sets the re-run means against the results
-committed before it. With ``jobs`` > 1 the runs go to as many spawned worker processes (a fresh one per run, one
-torch thread each unless told otherwise), and the parent writes each results file as its run finishes; a run that
-raises is reported while the others go on, and ``skip_existing`` resumes an interrupted reproduce by leaving out
-runs whose results file holds the config hash the run would have now. ``render`` turns whatever results exist
+committed before it. Runs whose results file holds the config hash the run would have now are skipped unless
+``force``, so rerunning an interrupted reproduce resumes it. With ``jobs`` > 1 or the Ray executor the runs go to
+workers (:mod:`zoo.executors`; one torch thread each unless told otherwise) and the caller writes each results
+file as its run finishes; a run that raises is reported while the others go on. ``render`` turns whatever results exist
 into ``leaderboards/<board>.md`` (mean ± std (n), the value alone when n = 1; best marked; params total/active;
 wall seconds of train + test per run; the reproduce command) and into the README's summary table between
 ``<!-- leaderboards -->`` and ``<!-- /leaderboards -->``; ``render --check`` fails (exit 6) if the committed files
@@ -40,6 +40,7 @@ from zoo.errors import StaleTableError, ToleranceError, ZooError, ZooValueError,
 from zoo.io import atomic_write_text
 
 TIERS = ("smoke", "full")
+RESOURCES = ("cpus", "gpus")  # what a run may ask a Ray scheduler for
 
 
 def boards_dir() -> Path:
@@ -99,7 +100,8 @@ class MetricSpec:
 @dataclass(frozen=True)
 class RowSpec:
     """A row: a recipe, plus ``config`` (dotted keys) applied over it and over the board's ``config``.
-    ``seeds`` overrides the board's seeds (one seed for deterministic rows such as statistical baselines)."""
+    ``seeds`` overrides the board's seeds (one seed for deterministic rows such as statistical baselines);
+    ``resources`` (``cpus``, ``gpus``) what one of its runs asks a Ray scheduler for, over the board's."""
 
     name: str
     recipe: str
@@ -107,6 +109,7 @@ class RowSpec:
     claimed: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class BoardSpec:
     smoke_config: dict[str, Any] = field(default_factory=dict)
     comparisons: tuple[Comparison, ...] = ()
     summary: Summary = Summary()
+    resources: dict[str, float] = field(default_factory=dict)
 
     @property
     def primary_metric(self) -> MetricSpec:
@@ -183,6 +187,7 @@ def load_spec(name: str) -> BoardSpec:
             smoke_config=dict(data.get("smoke_config") or {}),
             comparisons=tuple(Comparison(**c) for c in data.get("comparisons") or ()),
             summary=Summary(**(data.get("summary") or {})),
+            resources=dict(data.get("resources") or {}),
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
@@ -194,7 +199,17 @@ def load_spec(name: str) -> BoardSpec:
         for row in (c.numerator, c.denominator):
             spec.row(row)
     _check_summary(spec, path)
+    for where, resources in [("resources", spec.resources), *((f"row {r.name}: resources", r.resources) for r in rows)]:
+        _check_resources(resources, f"{path}: {where}")
     return spec
+
+
+def _check_resources(resources: dict[str, Any], where: str) -> None:
+    for key, value in resources.items():
+        if key not in RESOURCES:
+            raise ZooValueError(f"{where}: unknown resource {key!r} (known: {', '.join(RESOURCES)})")
+        if not _is_number(value) or value < 0:
+            raise ZooValueError(f"{where}: {key} must be a number >= 0, got {value!r}")
 
 
 def _check_metric(raw: dict[str, Any], m: MetricSpec, path: Path) -> None:
@@ -312,13 +327,15 @@ def planned_runs(
 
 @dataclass(frozen=True)
 class RunFailure:
-    """A run that raised: its row and seed, the error's first line, and the log that holds its traceback."""
+    """A run that raised: its row and seed, the error's first line, and the log that holds its traceback
+    (``log_tail``: the end of that log, from a worker that may have written it on another machine)."""
 
     row: str
     seed: int
     error: str
     exit_code: int
     log: Path | None = None
+    log_tail: str = ""
 
     def line(self) -> str:
         return f"{self.row} s{self.seed}: {self.error}" + (f" (log: {self.log})" if self.log else "")
@@ -341,7 +358,7 @@ def log_path(board: str, row: str, tier: str, seed: int) -> Path:
     return Path("runs") / "leaderboard" / board / row / f"{tier}-s{seed}.log"
 
 
-def _failure(row: RowSpec, seed: int, err: Exception, log: Path) -> RunFailure:
+def run_failure(row: RowSpec, seed: int, err: Exception, log: Path) -> RunFailure:
     """The record of a run that raised; its traceback is appended to ``log``."""
     import traceback
 
@@ -351,33 +368,6 @@ def _failure(row: RowSpec, seed: int, err: Exception, log: Path) -> RunFailure:
     first = str(err).strip().splitlines()
     message = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
     return RunFailure(row.name, seed, message, err.exit_code if isinstance(err, ZooError) else 1, log)
-
-
-def _ignore_interrupts() -> None:
-    """Worker processes leave Ctrl-C to the parent, which cancels what is pending and stops them."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_in_worker(spec: BoardSpec, row: RowSpec, tier: str, seed: int, threads: int,
-                   log: Path) -> dict[str, Any] | RunFailure:
-    """One run in a fresh worker process, its stdout and stderr sent to ``log``: the record, or its failure.
-
-    The worker inherits the parent's environment, so the numerics pinned there before torch loaded hold here."""
-    import os
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w", encoding="utf-8") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        return run_row(spec, row, tier, seed, progress=False)
-    except Exception as err:  # reported by the parent; the other runs go on
-        return _failure(row, seed, err, log)
 
 
 def _is_current(spec: BoardSpec, row: RowSpec, tier: str, seed: int) -> bool:
@@ -409,118 +399,119 @@ def reproduce(
     progress: bool = False,
     jobs: int = 1,
     threads: int | None = None,
-    skip_existing: bool = False,
+    force: bool = False,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[Path]:
     """Train and test each row × seed of ``tier``; write one results JSON per run as it finishes. Returns the
     paths written.
 
-    A run that raises is reported on stderr (row, seed, error, log) and the others go on; when any failed,
-    :class:`RunsFailedError` (holding the paths written) is raised at the end. Results files are written whole or
-    not at all, so an interrupted reproduce leaves none half-written.
+    Runs whose results file exists with the config hash the run would have now are left out unless ``force``, so
+    rerunning an interrupted reproduce resumes it. A run that raises is reported on stderr (row, seed, error, log)
+    and the others go on; when any failed, :class:`RunsFailedError` (holding the paths written) is raised at the
+    end. Results files are written whole or not at all, so an interrupted reproduce leaves none half-written.
 
     Args:
         progress: show one overall bar; the runs' own Lightning bars stay off so it is the only one.
-        jobs: 1 runs in this process, one run after another; N > 1 runs them in N worker processes (spawned,
-            a fresh one per run, each with ``threads`` torch threads and this process's environment).
-        threads: torch threads of each worker process (default 1, so results do not depend on ``jobs``);
-            in-process runs keep this process's setting.
-        skip_existing: leave out runs whose results file exists with the config hash the run would have now.
+        jobs: with the local executor, 1 runs in this process, one run after another, and N > 1 runs N at a time in
+            worker processes (a fresh one per run); with Ray and no ``address``, the local instance gets
+            ``jobs`` × ``threads`` CPUs (``jobs`` 1: all of them).
+        threads: torch threads of each worker (default 1, so results do not depend on ``jobs``); in-process runs
+            keep this process's setting.
+        executor: ``local`` or ``ray`` (see :mod:`zoo.executors`).
+        address: the Ray cluster to submit to (default: start a local instance).
     """
     from rich.console import Console
+
+    from zoo import executors
 
     check_arg(tier in TIERS, "--tier", tier, TIERS)
     check_arg(isinstance(jobs, int) and jobs >= 1, "--jobs", jobs, "a positive int")
     check_arg(threads is None or threads >= 1, "--threads", threads, "a positive int")
+    check_arg(executor in executors.EXECUTORS, "--executor", executor, executors.EXECUTORS)
+    check_arg(address is None or executor == "ray", "--address", address, "only with --executor ray")
     spec = load_spec(board)
     runs = planned_runs(spec, rows, seeds)
     console = Console(stderr=True)
-    if skip_existing:
+    if not force:
         todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
         if len(todo) < len(runs):
             console.print(f"{board} {tier}: skipped {len(runs) - len(todo)} of {len(runs)} runs whose results "
-                          "exist with the same config hash", markup=False, highlight=False, soft_wrap=True)
+                          "exist with the same config hash (--force redoes them)", markup=False, highlight=False,
+                          soft_wrap=True)
         runs = todo
+    in_process = executor == "local" and jobs == 1
+    worker_threads = None if in_process else threads or 1
+    cwd = str(Path.cwd())
+    todo_jobs = [executors.Job(spec, row, tier, seed, worker_threads, cwd, **_resources(spec, row, worker_threads))
+                 for row, seed in runs]
     written: list[Path] = []
     failures: list[RunFailure] = []
 
-    def done(row: RowSpec, seed: int, outcome: dict[str, Any] | RunFailure) -> None:
+    def done(job: executors.Job, outcome: executors.Outcome) -> None:
         if isinstance(outcome, RunFailure):
+            if outcome.log is not None and outcome.log_tail and not outcome.log.exists():  # ran on another machine
+                outcome.log.parent.mkdir(parents=True, exist_ok=True)
+                outcome.log.write_text(outcome.log_tail, encoding="utf-8")
             failures.append(outcome)
             console.print(f"failed: {board} {tier} {outcome.line()}", style="red", markup=False, highlight=False,
                           soft_wrap=True)
             return
-        path = result_path(board, row.name, tier, seed)
+        path = result_path(board, job.row.name, tier, job.seed)
         atomic_write_text(path, json.dumps(outcome, indent=1))
         written.append(path)
 
+    if not todo_jobs:
+        return written
+    if in_process:
+        runner: executors.Executor = executors.InProcess()
+    elif executor == "local":
+        runner = executors.LocalProcesses(jobs, ["torch", "lightning", "zoo.task", _task_module(spec.task)])
+    else:
+        runner = executors.RayTasks(address, jobs * (threads or 1) if jobs > 1 else None, report=lambda line: console.print(
+            line, style="yellow", markup=False, highlight=False, soft_wrap=True))
     with _overall_progress(console, progress) as bar:
-        task = bar.add_task(f"{board} {tier}", total=len(runs), running=0, failed=0)
-        if jobs == 1:
-            _run_here(spec, runs, tier, bar, task, done)
-        else:
-            _run_in_pool(spec, runs, tier, jobs, threads or 1, bar, task, done)
+        task = bar.add_task(f"{board} {tier}", total=len(todo_jobs), running=0, failed=0)
+        try:
+            for job in todo_jobs:
+                runner.submit(job)
+            while len(written) + len(failures) < len(todo_jobs):
+                bar.update(task, **_bar_fields(board, tier, runner.running(), len(failures)))
+                for job, outcome in runner.wait_any():
+                    done(job, outcome)
+                    bar.advance(task)
+            bar.update(task, **_bar_fields(board, tier, [], len(failures)))
+        except BaseException:
+            runner.stop()
+            raise
+        runner.close()
     if failures:
-        raise RunsFailedError(board, tier, failures, len(runs), written)
+        raise RunsFailedError(board, tier, failures, len(todo_jobs), written)
     return written
 
 
-def _run_here(spec: BoardSpec, runs: list[tuple[RowSpec, int]], tier: str, bar: Any, task: Any, done: Any) -> None:
-    """The runs one after another in this process."""
-    failed = 0
-    for row, seed in runs:
-        bar.update(task, description=f"{spec.name} {tier}: {row.name} s{seed}", running=1)
-        try:
-            outcome: dict[str, Any] | RunFailure = run_row(spec, row, tier, seed, progress=False)
-        except Exception as err:  # reported; the other runs go on
-            log = log_path(spec.name, row.name, tier, seed)
-            log.unlink(missing_ok=True)  # a log of an earlier reproduce's run
-            outcome = _failure(row, seed, err, log)
-            failed += 1
-        done(row, seed, outcome)
-        bar.update(task, advance=1, running=0, failed=failed)
+def _bar_fields(board: str, tier: str, running: list[Any], failed: int) -> dict[str, Any]:
+    """The overall bar's text: the runs going on now (the first three), how many, and how many failed."""
+    names = ", ".join(job.name for job in running[:3]) + (", …" if len(running) > 3 else "")
+    return {"description": f"{board} {tier}" + (f": {names}" if names else ""), "running": len(running),
+            "failed": failed}
 
 
-def _run_in_pool(spec: BoardSpec, runs: list[tuple[RowSpec, int]], tier: str, jobs: int, threads: int, bar: Any,
-                 task: Any, done: Any) -> None:
-    """The runs in ``jobs`` spawned worker processes, a fresh one per run; each result is handed to ``done`` as it
-    completes. Ctrl-C cancels the runs not started and terminates the workers."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               max_tasks_per_child=1, initializer=_ignore_interrupts)
-    try:
-        pending = {}
-        for row, seed in runs:
-            log = log_path(spec.name, row.name, tier, seed)
-            pending[pool.submit(_run_in_worker, spec, row, tier, seed, threads, log)] = (row, seed, log)
-        failed = 0
-        while pending:
-            bar.update(task, running=min(jobs, len(pending)), failed=failed)
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                row, seed, log = pending.pop(future)
-                try:
-                    outcome = future.result()
-                except Exception as err:  # the worker died (killed, out of memory) or could not start
-                    outcome = _failure(row, seed, err, log)
-                failed += isinstance(outcome, RunFailure)
-                done(row, seed, outcome)
-                bar.update(task, advance=1, running=min(jobs, len(pending)), failed=failed)
-    except BaseException:
-        _stop(pool)
-        raise
-    pool.shutdown(wait=True)
+def _resources(spec: BoardSpec, row: RowSpec, threads: int | None) -> dict[str, float]:
+    """What one of the row's runs asks a Ray scheduler for: the row's resources over the board's, and as many CPUs
+    as its torch threads where neither says."""
+    resources = {"cpus": float(threads or 1), "gpus": 0.0, **spec.resources, **row.resources}
+    return {k: float(v) for k, v in resources.items()}
 
 
-def _stop(pool: Any) -> None:
-    """Cancel the runs not started and terminate the running workers (their results were never written)."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor has no public terminate
-    pool.shutdown(wait=False, cancel_futures=True)  # forgets its processes: they were listed first
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        worker.join()
+def _task_module(task: str) -> str:
+    """The module a task's entry point lives in, for workers to import once (``zoo.tasks.<task>`` for ours)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="zoo.tasks"):
+        if ep.name == task:
+            return ep.module
+    return "zoo.registry"
 
 
 @dataclass(frozen=True)

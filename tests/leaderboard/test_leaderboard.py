@@ -167,7 +167,7 @@ def test_row_seeds_limit_reproduce(root, monkeypatch):
     leaderboard.reproduce("tiny", "smoke")
     assert runs == [("naive", 0), ("dense", 0), ("dense", 1)]
     runs.clear()
-    leaderboard.reproduce("tiny", "smoke", seeds=[1])
+    leaderboard.reproduce("tiny", "smoke", seeds=[1], force=True)
     assert runs == [("dense", 1)]
 
 
@@ -291,7 +291,7 @@ def test_reproduce_shows_one_overall_progress(root, monkeypatch, capsys):
     out, err = capsys.readouterr()
     bars = [line for line in err.splitlines() if line.strip()]
     assert out == "" and len(bars) == 1
-    assert bars[0].startswith("tiny smoke: dense s1") and "4/4" in bars[0]
+    assert bars[0].startswith("tiny smoke ") and "4/4" in bars[0] and "0 running, 0 failed" in bars[0]
 
 
 # ------------------------------------------------------------------------------ strict check and malformed files

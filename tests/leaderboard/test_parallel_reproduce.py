@@ -1,15 +1,18 @@
-"""``zoo leaderboard reproduce --jobs N``: runs in spawned worker processes give the results of the in-process path,
-a run that raises is reported while the others finish, ``--skip-existing`` leaves out runs whose results hold the
-current config hash. A tiny forecasting board (seasonal-naive and a dense smoke run, well under a second each) in
-a scratch repository root keeps the spawned runs cheap; most of their time is the workers' imports."""
+"""``zoo leaderboard reproduce --jobs N``: runs in worker processes give the results of the in-process path, a run
+that raises is reported while the others finish, runs whose results hold the current config hash are skipped
+unless ``--force``. A tiny forecasting board (seasonal-naive and a dense smoke run, well under a second each) in a
+scratch repository root keeps the worker runs cheap. The Ray executor (a local instance of 2 CPUs) runs the same
+board end to end, retries a failed run once and reports it."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from zoo import leaderboard
+from zoo import executors, leaderboard
 from zoo.cli import _parse, main
 
 SPEC = {
@@ -26,6 +29,8 @@ SPEC = {
         {"name": "dense", "recipe": "dense_m3-monthly"},
     ],
 }
+_real_work = executors._work
+_real_run_job = executors.run_job
 BAD_ROW = {"name": "bad", "recipe": "dense_m3-monthly", "config": {"data.no_such_key": 1}, "seeds": [0]}
 # Fields that say when and how long a run took, or where it ran: everything else must match across --jobs.
 VOLATILE = {"wall_seconds", "run_dir", "time"}
@@ -79,7 +84,7 @@ def test_two_jobs_write_the_results_of_one(root, capsys):
     rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--threads", "1", "--no-progress")
     assert rc == 0, err
     sequential = records(root)
-    rc, out, err = zoo(capsys, "leaderboard", "reproduce", "--jobs", "2", "tiny", "--no-progress")
+    rc, out, err = zoo(capsys, "leaderboard", "reproduce", "--jobs", "2", "tiny", "--no-progress", "--force")
     assert rc == 0, err
     parallel = records(root)
     assert sorted(parallel) == [("dense", 0), ("dense", 1), ("naive", 0)]
@@ -98,7 +103,7 @@ def test_two_jobs_write_the_results_of_one(root, capsys):
 def test_a_failing_run_is_reported_and_the_others_finish(root, capsys):
     write_spec(root, {**SPEC, "rows": [*SPEC["rows"], BAD_ROW]})
     rc, out, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--jobs", "2", "--seeds", "0")
-    assert rc == 2, err  # the failure's own code: a bad config value
+    assert rc == 2, err  # the failure's own code: a bad config value (not retried: it would fail again)
     assert sorted(records(root)) == [("dense", 0), ("naive", 0)]
     log = root / "runs" / "leaderboard" / "tiny" / "bad" / "smoke-s0.log"
     reported = [line for line in err.splitlines() if line.startswith("failed: ")]
@@ -128,7 +133,7 @@ def test_a_bug_in_one_run_exits_1_in_process(root, capsys, monkeypatch):
     assert "second line" not in err.strip().splitlines()[-1]
 
 
-def test_skip_existing_keeps_results_of_the_same_config(root, capsys, monkeypatch):
+def test_runs_with_current_results_are_skipped_unless_forced(root, capsys, monkeypatch):
     torch.set_num_threads(1)
     leaderboard.reproduce("tiny", "smoke", rows=["naive"])
     path = leaderboard.result_path("tiny", "naive", "smoke", 0)
@@ -137,40 +142,169 @@ def test_skip_existing_keeps_results_of_the_same_config(root, capsys, monkeypatc
     real = leaderboard.run_row
     monkeypatch.setattr(leaderboard, "run_row", lambda spec, row, *a, **k: ran.append(row.name) or real(spec, row, *a, **k))
 
-    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"], skip_existing=True) == []
+    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"]) == []
     assert ran == [] and path.read_bytes() == first
-    assert "tiny smoke: skipped 1 of 1 runs whose results exist with the same config hash" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tiny smoke: skipped 1 of 1 runs whose results exist with the same config hash (--force" in err
 
-    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"]) == [path], "without the flag every run is redone"
+    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"], force=True) == [path]
     assert ran == ["naive"] and path.read_bytes() != first  # a new run dir and time
 
     ran.clear()  # another config for the row: its results are stale, so the run is redone
     write_spec(root, {**SPEC, "rows": [{**SPEC["rows"][0], "config": {"data.horizon": 6}}, SPEC["rows"][1]]})
-    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"], skip_existing=True) == [path]
+    assert leaderboard.reproduce("tiny", "smoke", rows=["naive"]) == [path]
     assert ran == ["naive"]
     assert json.loads(path.read_text())["config_sha256"] != json.loads(first)["config_sha256"]
 
 
-def test_skip_existing_refuses_a_malformed_results_file(root):
+def test_a_malformed_results_file_is_refused_before_any_run(root):
     path = leaderboard.result_path("tiny", "naive", "smoke", 0)
     path.parent.mkdir(parents=True)
     path.write_text("{")
     with pytest.raises(leaderboard.ZooValueError, match="not valid JSON"):
-        leaderboard.reproduce("tiny", "smoke", rows=["naive"], skip_existing=True)
+        leaderboard.reproduce("tiny", "smoke", rows=["naive"])
+
+
+def test_a_worker_that_dies_is_reported_and_the_others_finish(root, capsys, monkeypatch):
+    """A worker killed mid-run (out of memory, a signal) never returns: its run is a failure, the others finish."""
+    write_spec(root, {**SPEC, "rows": [*SPEC["rows"], {**BAD_ROW, "name": "killed", "config": {}}]})
+    monkeypatch.setattr(executors, "_work", _die_on_killed_row)
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--jobs", "2", "--seeds", "0", "--no-progress")
+    assert rc == 1, err
+    assert sorted(records(root)) == [("dense", 0), ("naive", 0)]
+    reported = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert len(reported) == 1, err
+    assert reported[0].startswith("failed: tiny smoke killed s0: RuntimeError: the worker process died (exit code 9)")
+
+
+def _die_on_killed_row(job, writer):
+    """A worker body (imported by the worker from this module) that dies on the ``killed`` row."""
+    import os
+
+    if job.row.name == "killed":
+        os._exit(9)
+    _real_work(job, writer)
 
 
 @pytest.mark.parametrize("argv", [
-    ["reproduce", "tiny", "--jobs", "2", "--skip-existing", "--threads", "3", "--tier", "full"],
-    ["reproduce", "--jobs", "2", "--skip-existing", "--threads", "3", "--tier", "full", "tiny"],
-    ["reproduce", "--jobs", "2", "tiny", "--tier", "full", "--skip-existing", "--threads", "3"],
+    ["reproduce", "tiny", "--jobs", "2", "--force", "--threads", "3", "--tier", "full"],
+    ["reproduce", "--jobs", "2", "--force", "--threads", "3", "--tier", "full", "tiny"],
+    ["reproduce", "--jobs", "2", "tiny", "--tier", "full", "--force", "--threads", "3"],
+    ["reproduce", "--executor", "ray", "--address", "auto", "--jobs", "2", "--force", "--threads", "3", "--tier",
+     "full", "tiny"],
+    ["reproduce", "tiny", "--executor", "ray", "--jobs", "2", "--tier", "full", "--address", "auto", "--force",
+     "--threads", "3"],
 ])
 def test_options_go_before_or_after_the_board(argv):
     args = _parse(["leaderboard", *argv])
-    assert (args.boards, args.jobs, args.skip_existing, args.threads, args.tier) == (["tiny"], 2, True, 3, "full")
+    assert (args.boards, args.jobs, args.force, args.threads, args.tier) == (["tiny"], 2, True, 3, "full")
+    assert args.executor == ("ray" if "ray" in argv else None)
+    assert args.address == ("auto" if "auto" in argv else None)
 
 
-def test_jobs_and_skip_existing_are_reproduce_options(root, capsys):
-    rc, _, err = zoo(capsys, "leaderboard", "check", "tiny", "--jobs", "2")
-    assert rc == 2 and "--jobs" in err and "only with reproduce" in err
+@pytest.mark.parametrize("argv,flag", [
+    (["check", "tiny", "--jobs", "2"], "--jobs"),
+    (["check", "tiny", "--force"], "--force"),
+    (["check", "--executor", "ray", "tiny"], "--executor"),
+    (["render", "tiny", "--address", "auto"], "--address"),
+])
+def test_reproduce_options_are_refused_elsewhere(root, capsys, argv, flag):
+    rc, _, err = zoo(capsys, "leaderboard", *argv)
+    assert rc == 2 and flag in err and "only with reproduce" in err
+
+
+def test_bad_reproduce_options_are_one_line(root, capsys):
     rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--jobs", "0")
     assert rc == 2 and "--jobs=0" in err
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--address", "auto")
+    assert rc == 2 and "--address" in err and "only with --executor ray" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_board_resources_are_checked(root):
+    write_spec(root, {**SPEC, "resources": {"cpus": 2, "gpus": 0.5},
+                      "rows": [{**SPEC["rows"][0], "resources": {"gpus": 1}}, SPEC["rows"][1]]})
+    spec = leaderboard.load_spec("tiny")
+    assert leaderboard._resources(spec, spec.rows[0], 1) == {"cpus": 2.0, "gpus": 1.0}
+    assert leaderboard._resources(spec, spec.rows[1], 1) == {"cpus": 2.0, "gpus": 0.5}
+    for bad, match in (({"tpus": 1}, "unknown resource 'tpus'"), ({"cpus": -1}, "cpus must be a number >= 0")):
+        write_spec(root, {**SPEC, "resources": bad})
+        with pytest.raises(leaderboard.ZooValueError, match=match):
+            leaderboard.load_spec("tiny")
+
+
+def test_the_ray_executor_needs_ray(root, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # an import of it raises ImportError
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--executor", "ray", "--no-progress")
+    assert rc == 2 and err.strip() == "zoo: error: --executor ray needs Ray: pip install 'moe-zoo[cluster]'"
+    assert not (root / "leaderboards" / "results").exists()
+
+
+# ----------------------------------------------------------------------------------------------- Ray executor
+
+
+def test_ray_writes_the_results_of_one_process(root, capsys):
+    """The CLI starts a local Ray instance (2 CPUs), runs the board's 3 jobs as Ray tasks and shuts it down."""
+    ray = pytest.importorskip("ray")
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--threads", "1", "--no-progress")
+    assert rc == 0, err
+    sequential = records(root)
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--executor", "ray", "--jobs", "2", "--force",
+                     "--no-progress")
+    assert rc == 0, err
+    assert not ray.is_initialized(), "the local instance it started is shut down"
+    spec = leaderboard.load_spec("tiny")
+    parallel = records(root)
+    assert sorted(parallel) == sorted(sequential)
+    for key, record in parallel.items():
+        assert record["threads"] == 1 and record["run_dir"] != sequential[key]["run_dir"]
+        assert comparable(record, spec) == comparable(sequential[key], spec), key
+    assert no_partial_files(root)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for the retry tests; this module's functions travel to its workers by value."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ray.shutdown()
+
+
+def _flaky(job):
+    """Fails the first attempt of each run (a marker file per run counts attempts), then runs it."""
+    marker = Path(job.cwd) / f"attempts-{job.name}"
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts == 1:
+        return leaderboard.RunFailure(job.row.name, job.seed, "RuntimeError: a flaky node", 1, job.log, "log text")
+    return _real_run_job(job)
+
+
+def _broken(job):
+    marker = Path(job.cwd) / f"attempts-{job.name}"
+    marker.write_text(str(int(marker.read_text()) + 1 if marker.exists() else 1))
+    return leaderboard.RunFailure(job.row.name, job.seed, "RuntimeError: always", 1, job.log, "the worker's log")
+
+
+def test_ray_retries_a_failed_run_once(root, capsys, monkeypatch, ray_instance):
+    monkeypatch.setattr(executors, "run_job", _flaky)
+    written = leaderboard.reproduce("tiny", "smoke", seeds=[0], executor="ray")
+    assert len(written) == 2 and sorted(records(root)) == [("dense", 0), ("naive", 0)]
+    assert (root / "attempts-naive s0").read_text() == "2" and (root / "attempts-dense s0").read_text() == "2"
+    err = capsys.readouterr().err
+    assert "retrying tiny smoke naive s0: RuntimeError: a flaky node" in err
+    assert ray_instance.is_initialized(), "an instance the caller started is left running"
+
+
+def test_ray_reports_a_run_that_fails_twice_and_writes_its_log(root, capsys, monkeypatch, ray_instance):
+    monkeypatch.setattr(executors, "run_job", _broken)
+    with pytest.raises(leaderboard.RunsFailedError, match="2 of 2 runs failed") as info:
+        leaderboard.reproduce("tiny", "smoke", seeds=[0], executor="ray")
+    assert info.value.exit_code == 1 and info.value.written == []
+    assert (root / "attempts-naive s0").read_text() == "2"
+    log = root / "runs" / "leaderboard" / "tiny" / "naive" / "smoke-s0.log"
+    assert log.read_text() == "the worker's log", "the log's tail comes back from the worker"
+    assert not (root / "leaderboards" / "results").exists()
