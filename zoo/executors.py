@@ -3,10 +3,11 @@
 
 Each executor takes :class:`Job` s and hands back every job's outcome, its results record or a :class:`RunFailure`,
 as it finishes; the caller writes the results files, so they are written on the caller's machine, whole. Local
-workers are forked from a server process that imported torch, Lightning and the board's task once: every run still
-gets a fresh process (no state leaks from one run into the next) without paying those imports per run. Ray tasks
-run in Ray's own workers, which Ray reuses, as the in-process path reuses this process; a failed Ray task is
-retried once, except for a bad config, which would fail again.
+workers are forked from a server process that imported torch, Lightning and the board's task once, and each runs
+one job after another, as the in-process path does (every run seeds itself, so a run's results do not depend on
+which runs its worker ran before: the tests check ``--jobs 2`` against ``--jobs 1``). Ray tasks run in Ray's own
+workers, which Ray reuses in the same way; a failed Ray task is retried once, except for a bad config, which would
+fail again.
 """
 
 from __future__ import annotations
@@ -133,21 +134,35 @@ class InProcess:
         pass
 
 
-def _work(job: Job, writer: Any) -> None:
-    """A local worker's body: run the job and send its outcome back. Ctrl-C is left to the caller, which stops
-    the workers."""
+def _work(conn: Any) -> None:
+    """A local worker's body: run the jobs it is sent, one after another, and send each outcome back; ``None`` or
+    a closed pipe ends it. Ctrl-C is left to the caller, which stops the workers."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    writer.send(run_job(job))
-    writer.close()
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        conn.send(run_job(job))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    job: Job | None = None
 
 
 class LocalProcesses:
-    """``slots`` worker processes at a time, a fresh one per run, forked from a server that imported ``preload``
-    (spawned where the platform has no fork server). Workers inherit the environment the server started with, so
-    the numerics pinned before torch loaded hold in them. A worker that dies (a signal, out of memory) fails its
-    own run only."""
+    """``slots`` worker processes, each running one job after another as the in-process path does, forked from a
+    server that imported ``preload`` (spawned where the platform has no fork server), so a worker starts in a
+    fraction of a second. Workers inherit the environment the server started with, so the numerics pinned before
+    torch loaded hold in them. A worker that dies (a signal, out of memory) fails its own run only; a new one takes
+    its place."""
 
     def __init__(self, slots: int, preload: list[str]) -> None:
         import multiprocessing
@@ -158,59 +173,73 @@ class LocalProcesses:
             self.context.set_forkserver_preload(preload)
         self.slots = slots
         self.waiting: deque[Job] = deque()
-        self.active: list[tuple[Job, Any, Any]] = []  # (job, process, the pipe end its outcome comes back on)
+        self.workers: list[_Worker] = []
 
     def submit(self, job: Job) -> None:
         self.waiting.append(job)
         self._fill()
 
     def _fill(self) -> None:
-        while self.waiting and len(self.active) < self.slots:
-            job = self.waiting.popleft()
-            reader, writer = self.context.Pipe(duplex=False)
-            process = self.context.Process(target=_work, args=(job, writer), name=f"zoo-{job.name}", daemon=True)
+        for worker in self.workers:
+            if worker.job is None and self.waiting:
+                worker.job = self.waiting.popleft()
+                worker.conn.send(worker.job)
+        while self.waiting and len(self.workers) < self.slots:
+            ours, theirs = self.context.Pipe()
+            process = self.context.Process(target=_work, args=(theirs,), name=f"zoo-worker-{len(self.workers)}",
+                                           daemon=True)
             process.start()
-            writer.close()
-            self.active.append((job, process, reader))
+            theirs.close()
+            job = self.waiting.popleft()
+            ours.send(job)
+            self.workers.append(_Worker(process, ours, job))
 
     def wait_any(self) -> list[tuple[Job, Outcome]]:
         from multiprocessing.connection import wait
 
-        ready = set(wait([h for _, process, reader in self.active for h in (reader, process.sentinel)]))
+        busy = [w for w in self.workers if w.job is not None]
+        ready = set(wait([h for w in busy for h in (w.conn, w.process.sentinel)]))
         out = []
-        for entry in [e for e in self.active if e[2] in ready or e[1].sentinel in ready]:
-            job, process, reader = entry
-            outcome: Outcome | None = None
-            if reader.poll():
+        for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
+            job, outcome = worker.job, None
+            assert job is not None
+            if worker.conn.poll():
                 try:
-                    outcome = reader.recv()
-                except EOFError:  # the worker closed the pipe without an outcome: it is exiting
+                    outcome = worker.conn.recv()
+                except EOFError:  # the worker closed its pipe without an outcome: it is exiting
                     pass
-            process.join()
             if outcome is None:
-                died = RuntimeError(f"the worker process died (exit code {process.exitcode})")
+                worker.process.join()
+                died = RuntimeError(f"the worker process died (exit code {worker.process.exitcode})")
                 outcome = leaderboard.run_failure(job.row, job.seed, died, job.log)
-            self.active.remove(entry)
-            reader.close()
+                worker.conn.close()
+                self.workers.remove(worker)
+            worker.job = None
             out.append((job, outcome))
         self._fill()
         return out
 
     def running(self) -> list[Job]:
-        return [job for job, _, _ in self.active]
+        return [w.job for w in self.workers if w.job is not None]
 
     def stop(self) -> None:
-        """Forget the runs not started and terminate the running workers (their results were never written)."""
+        """Forget the runs not started and terminate the workers (the results of their runs were never written)."""
         self.waiting.clear()
-        for _, process, _ in self.active:
-            process.terminate()
-        for _, process, reader in self.active:
-            process.join()
-            reader.close()
-        self.active.clear()
+        for worker in self.workers:
+            worker.process.terminate()
+        self._join()
 
     def close(self) -> None:
-        self.stop()
+        """End the idle workers."""
+        for worker in self.workers:
+            worker.conn.send(None)
+        self._join()
+
+    def _join(self) -> None:
+        for worker in self.workers:
+            worker.process.join()
+            worker.conn.close()
+        self.workers.clear()
 
 
 def import_ray() -> Any:

@@ -29,7 +29,6 @@ SPEC = {
         {"name": "dense", "recipe": "dense_m3-monthly"},
     ],
 }
-_real_work = executors._work
 _real_run_job = executors.run_job
 BAD_ROW = {"name": "bad", "recipe": "dense_m3-monthly", "config": {"data.no_such_key": 1}, "seeds": [0]}
 # Fields that say when and how long a run took, or where it ran: everything else must match across --jobs.
@@ -177,13 +176,14 @@ def test_a_worker_that_dies_is_reported_and_the_others_finish(root, capsys, monk
     assert reported[0].startswith("failed: tiny smoke killed s0: RuntimeError: the worker process died (exit code 9)")
 
 
-def _die_on_killed_row(job, writer):
-    """A worker body (imported by the worker from this module) that dies on the ``killed`` row."""
+def _die_on_killed_row(conn):
+    """A worker body (imported by the worker from this module) that dies when it is sent the ``killed`` row."""
     import os
 
-    if job.row.name == "killed":
-        os._exit(9)
-    _real_work(job, writer)
+    while (job := conn.recv()) is not None:
+        if job.row.name == "killed":
+            os._exit(9)
+        conn.send(executors.run_job(job))
 
 
 @pytest.mark.parametrize("argv", [
