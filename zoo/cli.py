@@ -448,7 +448,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     in_workers = args.action == "reproduce" and (args.jobs > 1 or args.executor == "ray")
     if args.threads is not None and not in_workers:  # else torch's default, as the committed smoke results were made
         _set_threads(args.threads)
-    _quiet_lightning()
+    if not in_workers:  # workers write their output to logs; this process then need not import torch at all
+        _quiet_lightning()
     if args.action == "reproduce":
         from rich.console import Console
 

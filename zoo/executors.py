@@ -170,7 +170,10 @@ class LocalProcesses:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.context = multiprocessing.get_context(method)
         if method == "forkserver":
+            from multiprocessing import forkserver
+
             self.context.set_forkserver_preload(preload)
+            forkserver.ensure_running()  # the server imports ``preload`` now, while the caller goes on
         self.slots = slots
         self.waiting: deque[Job] = deque()
         self.workers: list[_Worker] = []
@@ -206,7 +209,7 @@ class LocalProcesses:
             if worker.conn.poll():
                 try:
                     outcome = worker.conn.recv()
-                except EOFError:  # the worker closed its pipe without an outcome: it is exiting
+                except (EOFError, OSError):  # the worker's end closed without an outcome: it died or is exiting
                     pass
             if outcome is None:
                 worker.process.join()

@@ -433,6 +433,9 @@ def reproduce(
     spec = load_spec(board)
     runs = planned_runs(spec, rows, seeds)
     console = Console(stderr=True)
+    in_process = executor == "local" and jobs == 1
+    local_workers = executors.LocalProcesses(jobs, ["torch", "lightning", "zoo.task", _task_module(spec.task)]) \
+        if executor == "local" and jobs > 1 else None  # made first: its server imports torch while this process works
     if not force:
         todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
         if len(todo) < len(runs):
@@ -440,7 +443,6 @@ def reproduce(
                           "exist with the same config hash (--force redoes them)", markup=False, highlight=False,
                           soft_wrap=True)
         runs = todo
-    in_process = executor == "local" and jobs == 1
     worker_threads = None if in_process else threads or 1
     cwd = str(Path.cwd())
     todo_jobs = [executors.Job(spec, row, tier, seed, worker_threads, cwd, **_resources(spec, row, worker_threads))
@@ -462,11 +464,13 @@ def reproduce(
         written.append(path)
 
     if not todo_jobs:
+        if local_workers is not None:
+            local_workers.close()
         return written
     if in_process:
         runner: executors.Executor = executors.InProcess()
-    elif executor == "local":
-        runner = executors.LocalProcesses(jobs, ["torch", "lightning", "zoo.task", _task_module(spec.task)])
+    elif local_workers is not None:
+        runner = local_workers
     else:
         runner = executors.RayTasks(address, jobs * (threads or 1) if jobs > 1 else None, report=lambda line: console.print(
             line, style="yellow", markup=False, highlight=False, soft_wrap=True))
