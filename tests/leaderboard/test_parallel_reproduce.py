@@ -308,3 +308,33 @@ def test_ray_reports_a_run_that_fails_twice_and_writes_its_log(root, capsys, mon
     log = root / "runs" / "leaderboard" / "tiny" / "naive" / "smoke-s0.log"
     assert log.read_text() == "the worker's log", "the log's tail comes back from the worker"
     assert not (root / "leaderboards" / "results").exists()
+
+
+def test_ctrl_c_stops_the_workers_and_writes_nothing_half(root):
+    """SIGINT to ``zoo leaderboard reproduce --jobs 2`` while long runs go on: exit 130 within seconds, no worker
+    left, no partial results file."""
+    import signal
+    import subprocess
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    slow = {"name": "slow", "recipe": "dense_m3-monthly", "config": {"trainer.max_epochs": 500}, "seeds": [0, 1, 2]}
+    write_spec(root, {**SPEC, "rows": [slow]})
+    child = ("import sys; from pathlib import Path; from zoo import leaderboard; from zoo.cli import main; "
+             "leaderboard.repo_root = lambda: Path(sys.argv[1]); sys.exit(main(sys.argv[2:]))")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(root), "leaderboard", "reproduce", "tiny", "--jobs",
+                             "2", "--no-progress"], cwd=root, stderr=subprocess.PIPE, text=True)
+    logs = root / "runs" / "leaderboard" / "tiny" / "slow"
+    deadline = time.monotonic() + 60
+    while len(list(logs.glob("*.log"))) < 2 and time.monotonic() < deadline:  # both workers are running
+        time.sleep(0.2)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(list(logs.glob("*.log"))) == 2, "two runs started"
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "zoo: interrupted" in err, err
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "workers are gone"
+    assert not (root / "leaderboards" / "results").exists() and no_partial_files(root)
