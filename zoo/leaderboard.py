@@ -3,11 +3,11 @@
 A board ``leaderboards/<board>.yaml`` names its task, protocol, metrics (key, display name, format, which
 direction is better, tolerance, or ``kind: timing`` for a wall-clock figure that is shown but never checked), seeds
 and rows (recipe, optional weights id, optional ``claimed`` paper numbers kept apart from reproduced ones,
-optional ``config`` overrides and ``seeds``). A board-level ``config`` (dotted keys) puts every recipe on the
-board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own
-smoke overrides; ``comparisons`` print ratios of two rows' means under each table; ``summary`` picks what the
-README's one-line-per-board table shows (primary ``metric``, default the first; the ``moe`` row and its ``dense``
-twin).
+optional ``config`` overrides, ``seeds`` and Ray ``resources``). A board-level ``config`` (dotted keys) puts
+every recipe on the board's data; ``smoke_config`` is added in the smoke tier, before the recipes' own smoke
+overrides; ``comparisons`` print ratios of two rows' means under each table; ``claims`` are the paper's claims,
+judged from each tier's results (:mod:`zoo.claims`); ``summary`` picks what the README's one-line-per-board table
+shows (primary ``metric``, default the first; the ``moe`` row and its ``dense`` twin).
 
 ``reproduce`` trains and tests every row × seed of a tier (``smoke`` applies each recipe's smoke overrides,
 ``full`` runs the recipe as written) under one overall progress bar and writes
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.claims import Claim, parse_claims, render_claims
 from zoo.config import config_sha256, read_yaml, repo_root, resolve_config
 from zoo.errors import StaleTableError, ToleranceError, ZooError, ZooValueError, check_arg
 from zoo.io import atomic_write_text
@@ -147,6 +148,7 @@ class BoardSpec:
     comparisons: tuple[Comparison, ...] = ()
     summary: Summary = Summary()
     resources: dict[str, float] = field(default_factory=dict)
+    claims: tuple[Claim, ...] = ()
 
     @property
     def primary_metric(self) -> MetricSpec:
@@ -188,6 +190,8 @@ def load_spec(name: str) -> BoardSpec:
             comparisons=tuple(Comparison(**c) for c in data.get("comparisons") or ()),
             summary=Summary(**(data.get("summary") or {})),
             resources=dict(data.get("resources") or {}),
+            claims=parse_claims(data.get("claims"), {m.key: m.better for m in metrics}, {r.name for r in rows},
+                                str(path)),
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
@@ -676,6 +680,8 @@ def render_board(spec: BoardSpec) -> str:
             continue
         lines += [f"## Tier `{tier}`", "", _table(spec, tier, results), ""]
         lines += _comparisons(spec, results)
+        lines += render_claims(spec.claims, _board_stats(spec, results),
+                               {m.key: (m.display, m.better, m.format) for m in spec.metrics})
         lines.append(f"Reproduce: `zoo leaderboard reproduce {spec.name} --tier {tier}` then `zoo leaderboard render {spec.name}`.")
         lines.append("")
     if len(lines) == 6:
