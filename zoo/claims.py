@@ -166,3 +166,13 @@ def render_claims(claims: tuple[Claim, ...], stats: dict[str, dict[str, Stat]],
         text = c.claim.strip() + (f" ({c.source})" if c.source else "")
         lines.append(f"| {text} | {v.test} on {display} | {v.measured} | **{v.status}** |")
     return [*lines, ""]
+
+
+def tally(claims: tuple[Claim, ...], stats: dict[str, dict[str, Stat]],
+          metrics: dict[str, tuple[str, str, str]]) -> str:
+    """One cell for the README summary: how many claims got each verdict, e.g. "2 held, 1 inconclusive"."""
+    if not claims:
+        return "—"
+    statuses = [judge(c, stats, metrics[c.metric][1], metrics[c.metric][2]).status for c in claims]
+    order = (HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED)
+    return ", ".join(f"{statuses.count(s)} {s}" for s in order if s in statuses)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.claims import Claim, parse_claims, render_claims
+from zoo.claims import Claim, parse_claims, render_claims, tally
 from zoo.config import config_sha256, read_yaml, repo_root, resolve_config
 from zoo.errors import StaleTableError, ToleranceError, ZooError, ZooValueError, check_arg
 from zoo.io import atomic_write_text
@@ -743,11 +743,11 @@ README_START, README_END = "<!-- leaderboards -->", "<!-- /leaderboards -->"
 
 
 def summary_table(boards: list[str], tier: str = SUMMARY_TIER) -> str:
-    """The README's Markdown table: one row per board with its best row on the primary metric and its MoE row
-    against the dense twin, from the ``tier`` results (a board without any says so)."""
+    """The README's Markdown table: one row per board with its best row on the primary metric, its MoE row
+    against the dense twin and its claims' verdicts, from the ``tier`` results (a board without any says so)."""
     lines = [
-        f"| board | task | best on the primary metric (`{tier}` tier) | MoE vs its dense twin |",
-        "|---|---|---|---|",
+        f"| board | task | best on the primary metric (`{tier}` tier) | MoE vs its dense twin | paper's claims |",
+        "|---|---|---|---|---|",
     ]
     for name in boards:
         spec = load_spec(name)
@@ -756,21 +756,22 @@ def summary_table(boards: list[str], tier: str = SUMMARY_TIER) -> str:
     return "\n".join(lines)
 
 
-def _summary_cells(spec: BoardSpec, results: dict[str, list[dict[str, Any]]], tier: str) -> tuple[str, str]:
+def _summary_cells(spec: BoardSpec, results: dict[str, list[dict[str, Any]]], tier: str) -> tuple[str, str, str]:
     if not results:
-        return f"no `{tier}` results yet", "—"
+        return f"no `{tier}` results yet", "—", "—"
     stats = _board_stats(spec, results)
+    claims = tally(spec.claims, stats, {m.key: (m.display, m.better, m.format) for m in spec.metrics})
     m = spec.primary_metric
     best = _best_row(stats, m)
     best_cell = f"`{best}` {_format_stat(m, *stats[best][m.key])} {m.display}{ARROWS[m.better]}" if best else "—"
     if spec.summary.moe is None:
-        return best_cell, "—"
+        return best_cell, "—", claims
 
     def mean(row: str) -> str:
         return m.format.format(stats[row][m.key][0]) if m.key in stats.get(row, {}) else "—"
 
     moe, dense = spec.summary.moe, spec.summary.dense
-    return best_cell, f"`{moe}` {mean(moe)} vs `{dense}` {mean(dense)} {m.display}{ARROWS[m.better]}"
+    return best_cell, f"`{moe}` {mean(moe)} vs `{dense}` {mean(dense)} {m.display}{ARROWS[m.better]}", claims
 
 
 def _readme_with_summary(readme: str, table: str) -> str:

@@ -158,3 +158,10 @@ def test_a_board_without_claims_renders_no_claims_section(root):
     (root / "leaderboards" / "tiny.yaml").write_text(yaml.safe_dump({k: v for k, v in SPEC.items() if k != "claims"}))
     write_results("full", "moe", [10.0, 10.2])
     assert "Claims" not in leaderboard.render_board(leaderboard.load_spec("tiny"))
+
+
+def test_the_readme_summary_counts_the_full_tiers_verdicts(root):
+    write_results("full", "moe", [10.0, 10.2])
+    assert leaderboard.summary_table(["tiny"]).splitlines()[-1].endswith("| 1 held, 1 not measured |")
+    write_results("full", "dense", [10.1, 10.3])
+    assert leaderboard.summary_table(["tiny"]).splitlines()[-1].endswith("| 1 held, 1 inconclusive |")

@@ -216,17 +216,17 @@ def test_summary_table_best_row_and_moe_vs_dense(root):
         write_result(board, "naive", "full", 0, {"test/smape": 13.0, "test/acc": 0.5})
     table = leaderboard.summary_table(["tiny", "acc"])
     # sMAPE: lower is better, so the one-run naive row wins; acc (higher): the moe row's mean 0.7 wins
-    assert "| [tiny](leaderboards/tiny.md) | forecasting | `naive` 13.00 (1) sMAPE ↓ | `moe` 14.50 vs `dense` 15.00 sMAPE ↓ |" in table
-    assert "| [acc](leaderboards/acc.md) | forecasting | `moe` 0.700 ± 0.141 (2) acc ↑ | `moe` 0.700 vs `dense` 0.650 acc ↑ |" in table
+    assert "| [tiny](leaderboards/tiny.md) | forecasting | `naive` 13.00 (1) sMAPE ↓ | `moe` 14.50 vs `dense` 15.00 sMAPE ↓ | — |" in table
+    assert "| [acc](leaderboards/acc.md) | forecasting | `moe` 0.700 ± 0.141 (2) acc ↑ | `moe` 0.700 vs `dense` 0.650 acc ↑ | — |" in table
 
 
 def test_summary_table_says_when_results_are_missing(root):
     write_spec(root, "tiny", rows=PAIRED_ROWS, summary={"moe": "moe", "dense": "dense"})
     write_result("tiny", "naive", "smoke", 0, {"test/smape": 13.0})
-    assert "| [tiny](leaderboards/tiny.md) | forecasting | no `full` results yet | — |" in leaderboard.summary_table(["tiny"])
+    assert "| [tiny](leaderboards/tiny.md) | forecasting | no `full` results yet | — | — |" in leaderboard.summary_table(["tiny"])
     write_result("tiny", "dense", "full", 0, {"test/smape": 15.0})
     row = leaderboard.summary_table(["tiny"]).splitlines()[-1]
-    assert row.endswith("| `dense` 15.00 (1) sMAPE ↓ | `moe` — vs `dense` 15.00 sMAPE ↓ |")
+    assert row.endswith("| `dense` 15.00 (1) sMAPE ↓ | `moe` — vs `dense` 15.00 sMAPE ↓ | — |")
 
 
 def test_summary_spec_is_validated(root):
