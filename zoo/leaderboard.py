@@ -37,6 +37,7 @@ from typing import Any
 
 from zoo.claims import Claim, parse_claims, render_claims, tally
 from zoo.config import config_sha256, read_yaml, repo_root, resolve_config
+from zoo.references import Reference, parse_references, render_references
 from zoo.errors import StaleTableError, ToleranceError, ZooError, ZooValueError, check_arg
 from zoo.io import atomic_write_text
 
@@ -149,6 +150,7 @@ class BoardSpec:
     summary: Summary = Summary()
     resources: dict[str, float] = field(default_factory=dict)
     claims: tuple[Claim, ...] = ()
+    references: tuple[Reference, ...] = ()
 
     @property
     def primary_metric(self) -> MetricSpec:
@@ -192,6 +194,8 @@ def load_spec(name: str) -> BoardSpec:
             resources=dict(data.get("resources") or {}),
             claims=parse_claims(data.get("claims"), {m.key: m.better for m in metrics}, {r.name for r in rows},
                                 str(path)),
+            references=parse_references(data.get("references"), {m.key for m in metrics}, {r.name for r in rows},
+                                        str(path)),
         )
     except (KeyError, TypeError) as err:
         raise ZooValueError(f"{path}: malformed board spec ({err})") from None
@@ -686,6 +690,8 @@ def render_board(spec: BoardSpec) -> str:
         lines.append("")
     if len(lines) == 6:
         lines += ["No results yet: run `zoo leaderboard reproduce " + spec.name + " --tier smoke`.", ""]
+    lines += render_references(spec.references, _board_stats(spec, load_results(spec.name, SUMMARY_TIER)),
+                               [(m.key, m.display, m.format) for m in spec.metrics], SUMMARY_TIER)
     return "\n".join(lines).rstrip() + "\n"
 
 
