@@ -349,13 +349,18 @@ class RunFailure:
         return f"{self.row} s{self.seed}: {self.error}" + (f" (log: {self.log})" if self.log else "")
 
 
+SHOWN_FAILURES = 3  # in the final error line; every failure is reported on its own line as it happens
+
+
 class RunsFailedError(ZooError):
     """Some runs of a reproduce raised while the others finished and were written (``written``). The exit code is
     the failures' own when they share one (2 for a bad config), else 1."""
 
     def __init__(self, board: str, tier: str, failures: list[RunFailure], total: int, written: list[Path]) -> None:
-        super().__init__(f"{board} {tier}: {len(failures)} of {total} runs failed: "
-                         + "; ".join(f.line() for f in failures))
+        shown = "; ".join(f.line() for f in failures[:SHOWN_FAILURES])
+        more = f"; and {len(failures) - SHOWN_FAILURES} more (stderr above lists each)" \
+            if len(failures) > SHOWN_FAILURES else ""
+        super().__init__(f"{board} {tier}: {len(failures)} of {total} runs failed: {shown}{more}")
         self.failures, self.written = failures, written
         codes = {f.exit_code for f in failures}
         self.exit_code = codes.pop() if len(codes) == 1 else 1

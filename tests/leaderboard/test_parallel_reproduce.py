@@ -33,6 +33,7 @@ _real_run_job = executors.run_job
 BAD_ROW = {"name": "bad", "recipe": "dense_m3-monthly", "config": {"data.no_such_key": 1}, "seeds": [0]}
 # Fields that say when and how long a run took, or where it ran: everything else must match across --jobs.
 VOLATILE = {"wall_seconds", "run_dir", "time"}
+WALL_CLOCK_METRICS = {"fit/seconds", "fit/seconds_to_target"}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def records(root):
 
 def comparable(record, spec):
     """A results record without its volatile fields and timing metrics."""
-    timings = {m.key for m in spec.metrics if not m.checked}
+    timings = {m.key for m in spec.metrics if not m.checked} | WALL_CLOCK_METRICS
     kept = {k: v for k, v in record.items() if k not in VOLATILE}
     kept["metrics"] = {k: v for k, v in record["metrics"].items() if k not in timings}
     return kept
@@ -338,3 +339,10 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing_half(root):
     assert proc.returncode == 130 and "zoo: interrupted" in err, err
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "workers are gone"
     assert not (root / "leaderboards" / "results").exists() and no_partial_files(root)
+
+
+def test_the_final_error_names_the_first_three_failures():
+    failures = [leaderboard.RunFailure(f"r{i}", 0, "ValueError: x", 1) for i in range(5)]
+    err = leaderboard.RunsFailedError("b", "full", failures, 9, [])
+    assert str(err) == ("b full: 5 of 9 runs failed: r0 s0: ValueError: x; r1 s0: ValueError: x; r2 s0: ValueError: x;"
+                        " and 2 more (stderr above lists each)")
