@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import random
 import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,58 @@ class ExpertStatsCallback(L.Callback):
         if not self.history or not trainer.is_global_zero or out_dir is None:
             return
         write_expert_load(out_dir, self.history, self.num_ffn, plot=self.plot_at_end)
+
+
+class ValidationCurve(L.Callback):
+    """Every validation's ``val/*`` metrics with its epoch, optimizer step and the seconds since the fit started
+    (training and validation wall time: the clock a user waits on), so that runs can be compared on how fast they
+    converge, not only where they end. The rows are kept in :attr:`rows` (a resumed run continues them and its
+    clock) and written to ``val_curve.csv`` in ``dirpath`` when the fit ends; the sanity check is left out.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike | None = None) -> None:
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.rows: list[dict[str, float]] = []
+        self._start: float | None = None
+        self._end: float | None = None
+        self._before = 0.0  # seconds of the fit before a resume
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._end = time.perf_counter(), None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._start is None:
+            return
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step), "seconds": self.seconds()}
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key.startswith("val/") and torch.as_tensor(value).numel() == 1:
+                row[key] = float(value)
+        self.rows.append(row)
+
+    def seconds(self) -> float:
+        """Seconds of fitting so far (all of it once the fit ended), over all parts of a resumed run."""
+        if self._start is None:
+            return self._before
+        return self._before + ((self._end if self._end is not None else time.perf_counter()) - self._start)
+
+    def first_reaching(self, key: str, target: float) -> dict[str, float] | None:
+        """The first validation at which ``key`` was at or below ``target`` (None if none was)."""
+        return next((row for row in self.rows if row.get(key, math.inf) <= target), None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows], "seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict["rows"]]
+        self._before = float(state_dict["seconds"])
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end = time.perf_counter()
+        if not self.rows or not trainer.is_global_zero or self.dirpath is None:
+            return
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        lines = [",".join(keys)] + [",".join(repr(row[k]) if k in row else "" for k in keys) for row in self.rows]
+        atomic_write_text(self.dirpath / "val_curve.csv", "\n".join(lines) + "\n")
 
 
 def write_expert_load(dirpath: str | os.PathLike, history: dict[str, list[tuple[int, list[float]]]],

@@ -93,4 +93,25 @@ def evaluate(cfg: ForecastingConfig, trainer: Any, module: ForecastModule, dm: F
     else:
         windows = dm.windows("test")
         metrics = score(dm, model_forecasts(module.model, windows.x, windows.scale))
-    return with_owa(metrics, dm)
+    return {**with_owa(metrics, dm), **convergence_metrics(trainer, cfg.target_val_loss)}
+
+
+def convergence_metrics(trainer: Any, target: float | None) -> dict[str, float]:
+    """How the fit converged, from its validation curve (:class:`zoo.callbacks.ValidationCurve`): the final and the
+    best validation task loss, the fit's seconds and, for a ``target`` loss, the epochs and seconds to its first
+    reach (left out when it was never reached, so that ``fit/reached_target`` 0 says so)."""
+    from zoo.callbacks import ValidationCurve
+
+    curve = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, ValidationCurve)), None)
+    rows = [r for r in curve.rows if "val/task_loss" in r] if curve is not None else []
+    if not rows:
+        return {}
+    out = {"fit/val_task_loss_final": rows[-1]["val/task_loss"],
+           "fit/val_task_loss_best": min(r["val/task_loss"] for r in rows), "fit/seconds": curve.seconds()}
+    if target is not None:
+        hit = curve.first_reaching("val/task_loss", target)
+        out["fit/reached_target"] = float(hit is not None)
+        if hit is not None:
+            out["fit/epochs_to_target"] = hit["epoch"] + 1
+            out["fit/seconds_to_target"] = hit["seconds"]
+    return out

@@ -116,12 +116,17 @@ class OnlineConfig:
 
 @dataclass
 class ForecastingConfig:
+    """``target_val_loss``: a validation task loss (the forecast loss alone, scaled as the model sees it) whose
+    first reach the run reports as ``fit/epochs_to_target`` and ``fit/seconds_to_target`` (with
+    ``fit/reached_target`` 1 or 0), to compare how fast models converge (the ``forecasting.convergence`` board)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     moe: MoEConfig = field(default_factory=lambda: MoEConfig(num_experts=8, k=2, d_hidden=64))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 20})
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    target_val_loss: float | None = None
 
     def __post_init__(self) -> None:
         if self.online.mode in ("partial", "full"):
@@ -129,6 +134,8 @@ class ForecastingConfig:
                       f"a trained model ({', '.join(NEURAL_ARCHS)}) for online.mode={self.online.mode!r}")
             check_arg(self.data.test_origins >= 2, "data.test_origins", self.data.test_origins,
                       f">= 2 for online.mode={self.online.mode!r} (updates happen between origins)")
+        check_arg(self.target_val_loss is None or self.target_val_loss > 0, "target_val_loss", self.target_val_loss,
+                  "a positive number")
         check_seed(self.seed)
 
     seed: int = 0
