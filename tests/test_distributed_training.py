@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 
 from zoo.callbacks import save_checkpoint
-from zoo.distributed import ExpertParallelStrategy, check_expert_counts, expert_parallel_of, \
-    expert_parallel_strategy, without_expert_parallel
+from zoo.distributed import ExpertParallelStrategy, check_expert_counts, expert_parallel_of, trainer_strategy, \
+    without_expert_parallel
 from zoo.errors import ZooValueError
 from zoo.moe import FFNExperts, MoEConfig, MoELayer
 from zoo.moe.parallel import ExpertParallelFFN
@@ -264,11 +264,11 @@ def test_configs_build_the_full_bank_and_pick_the_strategy() -> None:
     plain = without_expert_parallel(cfg)
     assert plain.moe.expert_parallel == 1 and cfg.moe.expert_parallel == 2 and plain.moe.num_experts == 4
     assert without_expert_parallel(plain) is plain
-    strategy = expert_parallel_strategy("ddp", 2, "cpu")
+    strategy = trainer_strategy("ddp", 2, "cpu", ranks=2)
     assert isinstance(strategy, ExpertParallelStrategy) and strategy.process_group_backend == "gloo"
-    assert expert_parallel_strategy("ddp", 1) == "ddp"
+    assert trainer_strategy("ddp", 1) == "ddp"
     with pytest.raises(ZooValueError, match="trainer.strategy='fsdp' is not supported"):
-        expert_parallel_strategy("fsdp", 2)
+        trainer_strategy("fsdp", 2, ranks=2)
 
 
 if __name__ == "__main__":

@@ -255,9 +255,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             remove_run_dir(run_dir, prune_parents=args.out is None)
             print(f"removed {run_dir}: nothing was trained", file=sys.stderr)
         raise
-    rows, note = _metric_rows(spec, result.metrics, args.verbose)
-    _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics",
-          ["metric", "value"], rows, note)
+    from zoo.distributed import is_rank_zero
+
+    if is_rank_zero():  # ranks started by torchrun or SLURM all get here; one prints
+        rows, note = _metric_rows(spec, result.metrics, args.verbose)
+        _emit(args, {"run_dir": str(run_dir), "metrics": result.metrics}, f"{spec.name}: test metrics",
+              ["metric", "value"], rows, note)
     return 0
 
 

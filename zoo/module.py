@@ -7,7 +7,9 @@ torchmetrics, the optimizer and schedule from :class:`OptimConfig`, and the per-
 :class:`zoo.callbacks.ExpertStatsCallback` to log and plot.
 
 A task either passes a model whose ``forward(x)`` returns a tensor or a :class:`ModelOutput` together with a
-``loss_fn`` (batches are ``(x, y)``), or subclasses and overrides :meth:`ZooModule.step`.
+``loss_fn`` (batches are ``(x, y)``), or subclasses and overrides :meth:`ZooModule.step`. Under DDP the logged
+losses are reduced over the ranks (``sync_dist``) and the torchmetrics sync their states, so the epoch metrics of
+rank 0 (the ones written) are those of the whole split.
 """
 
 from __future__ import annotations
@@ -152,11 +154,18 @@ class ZooModule(L.LightningModule):
     def _metrics(self, stage: str) -> MetricCollection | None:
         return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
 
+    @property
+    def sync_dist(self) -> bool:
+        """Whether logged values are reduced over the ranks (``self.log(..., sync_dist=...)``): True in a world of
+        more than one rank, so epoch values are those of the whole split, not rank 0's share of it."""
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
+
     def _shared_step(self, batch: Any, stage: str) -> dict[str, Any]:
         out = self.step(batch)
         aux = total_aux_loss(out.aux)
         loss = out.loss if aux is None else out.loss + aux
-        log = {"batch_size": out.batch_size, "on_step": stage == "train", "on_epoch": True}
+        log = {"batch_size": out.batch_size, "on_step": stage == "train", "on_epoch": True, "sync_dist": self.sync_dist}
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log(f"{stage}/task_loss", out.loss, **log)
         for name, value in out.aux.items():

@@ -256,7 +256,14 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
 
 
 def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLike | None = None) -> Path:
-    """``runs/<task>/<recipe>/<YYYYmmdd-HHMMSS>-s<seed>/`` (or ``out`` verbatim); never reuses a directory."""
+    """``runs/<task>/<recipe>/<YYYYmmdd-HHMMSS>-s<seed>/`` (or ``out`` verbatim); never reuses a directory. Ranks
+    started by torchrun or SLURM share the one rank 0 makes (:func:`zoo.distributed.rank_zero_value`)."""
+    from zoo.distributed import rank_zero_value
+
+    return rank_zero_value(lambda: _new_run_dir(task, recipe, seed, out))
+
+
+def _new_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLike | None) -> Path:
     if out is not None:
         run_dir = Path(out)
         if run_dir.exists() and not run_dir.is_dir():
@@ -285,9 +292,14 @@ def make_run_dir(task: str, recipe: str | None, seed: int, out: str | os.PathLik
 
 def remove_run_dir(run_dir: Path, prune_parents: bool) -> None:
     """Delete a run dir that holds nothing worth keeping; with ``prune_parents`` (a default ``runs/<task>/<recipe>/``
-    location) also the parents it leaves empty, up to and including ``runs/``."""
+    location) also the parents it leaves empty, up to and including ``runs/``. Only rank 0 of a world started by
+    torchrun or SLURM removes it."""
     import shutil
 
+    from zoo.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
     shutil.rmtree(run_dir, ignore_errors=True)
     if prune_parents:
         for parent in list(run_dir.parents)[:3]:  # <recipe>/, <task>/, runs/
@@ -298,6 +310,11 @@ def remove_run_dir(run_dir: Path, prune_parents: bool) -> None:
 
 
 def write_run_files(run_dir: Path, cfg: Any, extra: dict[str, Any] | None = None) -> None:
+    """``config.yaml`` and ``run.json`` (provenance); written by rank 0 only of a world started by torchrun or SLURM."""
+    from zoo.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
     atomic_write_text(run_dir / "config.yaml", dump_yaml(to_dict(cfg)))
     info = {**provenance(), "config_sha256": config_sha256(cfg), **(extra or {})}
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
@@ -310,7 +327,7 @@ CHECKPOINT_EVERY_N_STEPS = 500
 def build_trainer(
     cfg: Any, run_dir: Path, *, progress: bool = True, callbacks: list | None = None, resumed: bool = False
 ) -> L.Trainer:
-    """A Lightning Trainer writing CSV logs, checkpoints and expert stats into ``run_dir``.
+    """A Lightning Trainer writing CSV logs, checkpoints, expert stats and the validation curve into ``run_dir``.
 
     ``checkpoints/last.ckpt`` is kept current (:class:`zoo.callbacks.RunCheckpoint`): written atomically at the
     end of every epoch and every ``trainer.checkpoint_every_n_steps`` optimizer steps (default
@@ -323,8 +340,8 @@ def build_trainer(
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from zoo.callbacks import ExpertStatsCallback, RunCheckpoint
-    from zoo.distributed import expert_parallel_of, expert_parallel_strategy
+    from zoo.callbacks import ExpertStatsCallback, RunCheckpoint, ValidationCurve
+    from zoo.distributed import expert_parallel_of, local_ranks, trainer_strategy
     from zoo.errors import check_arg
 
     kwargs = dict(getattr(cfg, "trainer", {}) or {})
@@ -332,10 +349,11 @@ def build_trainer(
     check_arg(isinstance(every, int) and every >= 0, "trainer.checkpoint_every_n_steps", every, "an integer >= 0")
     checkpointing = kwargs.pop("enable_checkpointing", True)
     kwargs.setdefault("accelerator", "cpu" if not torch.cuda.is_available() else "auto")
-    ep = expert_parallel_of(cfg)
-    if ep > 1:  # DDP with the MoE banks sharded over the ranks (zoo.distributed)
-        kwargs["strategy"] = expert_parallel_strategy(kwargs.get("strategy", "auto"), ep, kwargs["accelerator"])
-    all_callbacks = [ExpertStatsCallback(dirpath=run_dir), *(callbacks or [])]
+    # DDP through the zoo's launcher, with the MoE banks sharded over the ranks for moe.expert_parallel > 1
+    ranks = local_ranks(kwargs.get("devices", "auto"), kwargs["accelerator"]) * kwargs.get("num_nodes", 1)
+    kwargs["strategy"] = trainer_strategy(kwargs.get("strategy", "auto"), expert_parallel_of(cfg), kwargs["accelerator"],
+                                          ranks)
+    all_callbacks = [ExpertStatsCallback(dirpath=run_dir), ValidationCurve(dirpath=run_dir), *(callbacks or [])]
     if progress:
         all_callbacks.append(RichProgressBar(leave=True))
     if checkpointing:  # last: its checkpoint holds the other callbacks' state after this step
@@ -376,14 +394,18 @@ def fit_and_test(
     """Seed, build, fit (unless the model has nothing to train), test; write ``model_info``, ``results.json``.
 
     Ctrl-C raises ``KeyboardInterrupt`` (after the training checkpoint it triggers, see
-    :class:`zoo.callbacks.RunCheckpoint`)."""
+    :class:`zoo.callbacks.RunCheckpoint`). In a world started by torchrun or SLURM every rank runs this and rank 0
+    writes the files; the ranks wait for each other at the end."""
     import lightning as L
 
     from zoo import modelinfo
+    from zoo.distributed import is_rank_zero, wait_for_external_world
 
     L.seed_everything(getattr(cfg, "seed", 0), workers=True, verbose=False)
     built = build_from_config(spec, cfg)
-    modelinfo.save_run(run_dir, built.info)
+    writes = is_rank_zero()
+    if writes:
+        modelinfo.save_run(run_dir, built.info)
     module, datamodule = built.module, built.datamodule
     trainer = build_trainer(cfg, run_dir, progress=progress and spec.train is None, resumed=resume is not None)
     start = time.perf_counter()
@@ -400,7 +422,9 @@ def fit_and_test(
         train_seconds = time.perf_counter() - start
         metrics = {**train_metrics, **spec.test(cfg, trainer, module, datamodule)}
     result = {"metrics": metrics, "train_seconds": round(train_seconds, 3), "config_sha256": config_sha256(cfg)}
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
+    if writes:
+        atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
+    wait_for_external_world()
     return RunResult(run_dir, metrics, train_seconds, module)
 
 

@@ -84,7 +84,7 @@ class AudioModule(ZooModule):
                 rows = batch["task"] == task
                 if bool(rows.any()):
                     n = mask[rows].sum()
-                    self.log(f"{self._stage}/{name}_nll", ce[rows].sum() / n, batch_size=int(n))
+                    self.log(f"{self._stage}/{name}_nll", ce[rows].sum() / n, batch_size=int(n), sync_dist=self.sync_dist)
         return StepOutput(loss, aux=out.aux, stats=out.stats, batch_size=int(mask.sum()))
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:

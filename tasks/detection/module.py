@@ -67,7 +67,8 @@ class DetectionModule(ZooModule):
         out = self.run(batch.images, batch.dataset_ids, batch.expert_ids)
         loss, parts = objective(out, batch.targets, batch.expert_ids, self.model_cfg, self.num_experts)
         for name, value in parts.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(batch))
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
+                     sync_dist=self.sync_dist)
         return StepOutput(loss, aux=out.aux, stats=out.stats, batch_size=len(batch))
 
 

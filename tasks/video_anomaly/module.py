@@ -32,7 +32,8 @@ class VADModule(ZooModule):
         out = self.model(batch.x, batch.mask)
         loss, parts = objective(self.model_cfg, out, batch, self.current_epoch)
         for name, value in parts.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(batch))
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(batch),
+                     sync_dist=self.sync_dist)
         return StepOutput(loss, aux=out.aux, stats=out.stats, batch_size=len(batch))
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from zoo.errors import ZooValueError
-from zoo.moe import FFNExperts, MoEConfig, MoELayer
+from zoo.moe import FFNExperts, MoEConfig, MoELayer, count_params
 from zoo.moe.parallel import (
     ExpertParallelFFN,
     all_reduce_expert_tokens,
@@ -155,6 +155,25 @@ def uniform_bytes(num_experts: int) -> None:
     assert all_to_all_bytes([5, 7, 2], 4, torch.bfloat16, self_rank=1) == (5 + 2) * 4 * 2
 
 
+def global_param_count(ep: int, **cfg_kwargs) -> None:
+    """``count_params`` of a model whose MoE layers are expert-parallel shards equals the count of the same model
+    built in one process (total and active), on every rank; the rank itself holds ``E / ep`` of the experts."""
+    cfg = MoEConfig(d_hidden=F, expert_parallel=ep, **cfg_kwargs)
+
+    def model(c: MoEConfig) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(3, D), MoELayer.from_config(c, D), MoELayer.from_config(c, D))
+
+    sharded, whole = model(cfg), model(replace(cfg, expert_parallel=1))
+    bank = whole[1].experts
+    held = sum(p.numel() for p in sharded.parameters())
+    assert held == sum(p.numel() for p in whole.parameters()) - 2 * (ep - 1) * sum(
+        p.numel() for p in bank.parameters()) // ep
+    assert count_params(sharded) == count_params(whole), (count_params(sharded), count_params(whole))
+    per_expert = sum(p.numel() for p in bank.parameters()) // cfg.num_experts
+    total = sum(p.numel() for p in whole.parameters())
+    assert count_params(whole) == (total, total - 2 * (cfg.num_experts - cfg.k) * per_expert)
+
+
 def config_errors() -> None:
     """Inside a 2-rank world: expert_parallel=4 does not divide the world size."""
     with pytest.raises(ZooValueError, match="does not divide the world size 2") as err:
@@ -172,6 +191,7 @@ CASES = {
         "bank_edges": bank_edges,
         "uniform_bytes": lambda: uniform_bytes(4),
         "config_errors": config_errors,
+        "global_param_count_swiglu": lambda: global_param_count(2, num_experts=4, k=2, activation="swiglu"),
     },
     4: {
         "top2": lambda: layer_case([3, 6, 5, 8], 4, num_experts=8, k=2),
@@ -180,6 +200,8 @@ CASES = {
         "silent_expert_dp2": lambda: layer_case([4, 7, 6, 3], 2, num_experts=4, k=2, silent_expert=1),
         "bank_edges": bank_edges,
         "uniform_bytes": lambda: uniform_bytes(8),
+        "global_param_count": lambda: global_param_count(4, num_experts=8, k=2),
+        "global_param_count_dp2": lambda: global_param_count(2, num_experts=4, k=1),
     },
 }
 

@@ -204,13 +204,28 @@ def on_optimizer_step(module: nn.Module, step: int) -> None:
         router.on_optimizer_step(step)
 
 
+def _bank_params(experts: nn.Module) -> int:
+    """Parameters of a whole bank: an expert-parallel shard holds ``E / ep`` of its ``E`` experts, the others live
+    on the other ranks of its group."""
+    from .parallel import ExpertParallelFFN
+
+    held = sum(p.numel() for p in experts.parameters())
+    return held * experts.num_experts // experts.local_experts if isinstance(experts, ExpertParallelFFN) else held
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """Parameters in total, and active per token: an MoE layer runs k of its E FFN experts (all of them for
     routers without a fixed k, such as soft gates); heterogeneous experts (:class:`ModuleExperts`) count as their
-    mean size. A module that runs only one of several sub-networks per input
+    mean size. An expert-parallel bank (:class:`~zoo.moe.parallel.ExpertParallelFFN`) counts all E experts, its
+    shard's on this rank and those on the others, so every rank reports the model's global count. A module that
+    runs only one of several sub-networks per input
     (one model per dataset) says how many of its parameters an input leaves idle with ``inactive_params()``, its
     sub-networks' MoE layers included; nothing inside it is counted again."""
+    from .parallel import ExpertParallelFFN
+
     total = sum(p.numel() for p in model.parameters())
+    total += sum(_bank_params(m) - sum(p.numel() for p in m.parameters()) for m in model.modules()
+                 if isinstance(m, ExpertParallelFFN))
     inactive = 0
     counted: set[int] = set()
     for m in model.modules():
@@ -219,8 +234,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         if hasattr(m, "inactive_params"):
             inactive += int(m.inactive_params())
             counted |= {id(sub) for sub in m.modules()}
-        elif isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts | ModuleExperts):
-            per_expert = sum(p.numel() for p in m.experts.parameters()) / m.experts.num_experts
+        elif isinstance(m, MoELayer) and isinstance(m.experts, FFNExperts | ModuleExperts | ExpertParallelFFN):
+            per_expert = _bank_params(m.experts) / m.experts.num_experts
             k = getattr(m.router, "k", m.experts.num_experts)
             inactive += round(per_expert * max(0, m.experts.num_experts - k))
     return total, total - inactive
