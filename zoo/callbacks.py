@@ -85,7 +85,8 @@ class ExpertStatsCallback(L.Callback):
 
 
 class ValidationCurve(L.Callback):
-    """Every validation's ``val/*`` metrics with its epoch, optimizer step and the seconds since the fit started
+    """Every validation's ``val/*`` metrics with its epoch, the epochs of training done (fractional when
+    ``val_check_interval`` validates within epochs), the optimizer step and the seconds since the fit started
     (training and validation wall time: the clock a user waits on), so that runs can be compared on how fast they
     converge, not only where they end. The rows are kept in :attr:`rows` (a resumed run continues them and its
     clock) and written to ``val_curve.csv`` in ``dirpath`` when the fit ends; the sanity check is left out.
@@ -104,7 +105,8 @@ class ValidationCurve(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._start is None:
             return
-        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step), "seconds": self.seconds()}
+        row = {"epoch": float(trainer.current_epoch), "epochs": _epochs_done(trainer),
+               "step": float(trainer.global_step), "seconds": self.seconds()}
         for key, value in sorted(trainer.callback_metrics.items()):
             if key.startswith("val/") and torch.as_tensor(value).numel() == 1:
                 row[key] = float(value)
@@ -134,6 +136,14 @@ class ValidationCurve(L.Callback):
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         lines = [",".join(keys)] + [",".join(repr(row[k]) if k in row else "" for k in keys) for row in self.rows]
         atomic_write_text(self.dirpath / "val_curve.csv", "\n".join(lines) + "\n")
+
+
+def _epochs_done(trainer: L.Trainer) -> float:
+    """Epochs of training done: optimizer steps over the steps of one epoch (whole epochs where that is unknown)."""
+    per_epoch = trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)
+    if not math.isfinite(per_epoch) or per_epoch <= 0:
+        return float(trainer.current_epoch + 1)
+    return trainer.global_step / math.ceil(per_epoch)
 
 
 def write_expert_load(dirpath: str | os.PathLike, history: dict[str, list[tuple[int, list[float]]]],

@@ -98,8 +98,8 @@ def evaluate(cfg: ForecastingConfig, trainer: Any, module: ForecastModule, dm: F
 
 def convergence_metrics(trainer: Any, target: float | None) -> dict[str, float]:
     """How the fit converged, from its validation curve (:class:`zoo.callbacks.ValidationCurve`): the final and the
-    best validation task loss, the fit's seconds and, for a ``target`` loss, the epochs and seconds to its first
-    reach (left out when it was never reached, so that ``fit/reached_target`` 0 says so)."""
+    best validation task loss, the fit's seconds and, for a ``target`` loss, the epochs (fractional), optimizer steps
+    and seconds to its first reach (left out when it was never reached, so that ``fit/reached_target`` 0 says so)."""
     from zoo.callbacks import ValidationCurve
 
     curve = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, ValidationCurve)), None)
@@ -112,6 +112,7 @@ def convergence_metrics(trainer: Any, target: float | None) -> dict[str, float]:
         hit = curve.first_reaching("val/task_loss", target)
         out["fit/reached_target"] = float(hit is not None)
         if hit is not None:
-            out["fit/epochs_to_target"] = hit["epoch"] + 1
+            out["fit/epochs_to_target"] = hit["epochs"]
+            out["fit/steps_to_target"] = hit["step"]
             out["fit/seconds_to_target"] = hit["seconds"]
     return out

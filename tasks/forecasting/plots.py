@@ -33,11 +33,11 @@ KEY = "val/task_loss"
 
 
 def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(epoch, seconds, validation task loss) of one run."""
+    """(epochs of training done, seconds, validation task loss) at each validation of one run."""
     with open(run_dir / CURVE_FILE, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get(KEY)]
-    epoch, seconds, loss = (np.array([float(r[k]) for r in rows]) for k in ("epoch", "seconds", KEY))
-    return epoch, seconds, loss
+    epochs, seconds, loss = (np.array([float(r[k]) for r in rows]) for k in ("epochs", "seconds", KEY))
+    return epochs, seconds, loss
 
 
 def board_curves(board: str, tier: str) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -55,11 +55,11 @@ def board_curves(board: str, tier: str) -> dict[str, list[tuple[np.ndarray, np.n
 
 
 def mean_curve(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Epochs, mean seconds, mean loss and the loss's std over seeds, on the epochs all seeds have."""
+    """Epochs, mean seconds, mean loss and the loss's std over seeds, on the validations all seeds have."""
     n = min(len(c[0]) for c in curves)
     seconds = np.mean([c[1][:n] for c in curves], axis=0)
     losses = np.array([c[2][:n] for c in curves])
-    return curves[0][0][:n] + 1, seconds, losses.mean(axis=0), losses.std(axis=0)
+    return curves[0][0][:n], seconds, losses.mean(axis=0), losses.std(axis=0)
 
 
 def curves_figure(board: str, curves: dict[str, list], targets: dict[str, float]) -> Figure:
@@ -79,7 +79,7 @@ def curves_figure(board: str, curves: dict[str, list], targets: dict[str, float]
             ax_epoch.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             ax_seconds.plot(seconds, mean, color=line.get_color(), label=label)
         target = targets.get(dataset)
-        for ax, xlabel in ((ax_epoch, "epoch"), (ax_seconds, "seconds of fitting")):
+        for ax, xlabel in ((ax_epoch, "epochs of training"), (ax_seconds, "seconds of fitting")):
             if target is not None:
                 ax.axhline(target, color="k", ls="--", lw=0.8, label="target")
             ax.set(xlabel=xlabel, ylabel="validation loss (task)", title=f"{dataset}: against {xlabel.split()[0]}")

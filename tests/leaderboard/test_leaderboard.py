@@ -373,7 +373,7 @@ def test_committed_boards_declare_timings_instead_of_infinite_tolerances():
     metrics = [m for name in leaderboard.board_names() for m in leaderboard.load_spec(name).metrics]
     assert all(math.isfinite(m.tolerance) for m in metrics)
     assert sorted(m.key for m in metrics if not m.checked) == [
-        "online/update_seconds", "test/gen_tok_s", "test/gen_tok_s_nocache", "test/images_per_s", "test/render_ms",
+        "fit/seconds", "fit/seconds_to_target", "online/update_seconds", "test/gen_tok_s", "test/gen_tok_s_nocache", "test/images_per_s", "test/render_ms",
         "test/render_rays_per_s", "test/train_rays_per_s", "test/train_s", "test/train_s_to_target", "test/train_tok_s"]
 
 

@@ -31,6 +31,7 @@ def test_one_row_per_validation_with_its_clock(tmp_path):
     trainer = fit(tmp_path, 3, curve)
     assert [r["epoch"] for r in curve.rows] == [0.0, 1.0, 2.0], "the sanity check is left out"
     assert [r["step"] for r in curve.rows] == [4.0, 8.0, 12.0]
+    assert [r["epochs"] for r in curve.rows] == [1.0, 2.0, 3.0]
     seconds = [r["seconds"] for r in curve.rows]
     assert seconds == sorted(seconds) and seconds[0] > 0 and curve.seconds() >= seconds[-1]
     assert curve.seconds() == curve.seconds(), "the clock stops when the fit ends"
@@ -64,16 +65,28 @@ def test_forecasting_convergence_metrics_from_the_curve():
     from zoo.tasks.forecasting.builders import convergence_metrics
 
     curve = ValidationCurve()
-    curve.rows = [{"epoch": 0.0, "seconds": 2.0, "val/task_loss": 0.5}, {"epoch": 1.0, "seconds": 4.0,
-                                                                         "val/task_loss": 0.25},
-                  {"epoch": 2.0, "seconds": 6.0, "val/task_loss": 0.3}]
+    curve.rows = [{"epochs": 0.5, "step": 5.0, "seconds": 2.0, "val/task_loss": 0.5},
+                  {"epochs": 1.0, "step": 10.0, "seconds": 4.0, "val/task_loss": 0.25},
+                  {"epochs": 1.5, "step": 15.0, "seconds": 6.0, "val/task_loss": 0.3}]
     curve._before = 7.0
     trainer = SimpleNamespace(callbacks=[curve])
     got = convergence_metrics(trainer, 0.3)
     assert got == {"fit/val_task_loss_final": 0.3, "fit/val_task_loss_best": 0.25, "fit/seconds": 7.0,
-                   "fit/reached_target": 1.0, "fit/epochs_to_target": 2.0, "fit/seconds_to_target": 4.0}
+                   "fit/reached_target": 1.0, "fit/epochs_to_target": 1.0, "fit/steps_to_target": 10.0,
+                   "fit/seconds_to_target": 4.0}
     missed = convergence_metrics(trainer, 0.1)
     assert missed["fit/reached_target"] == 0.0 and "fit/epochs_to_target" not in missed
     assert "fit/reached_target" not in convergence_metrics(trainer, None)
     assert convergence_metrics(SimpleNamespace(callbacks=[]), 0.3) == {}
     assert math.isfinite(got["fit/seconds"])
+
+
+def test_validations_within_an_epoch_count_fractional_epochs(tmp_path):
+    curve = ValidationCurve()
+    train, val = make_regime_data(RegimeData(n_train=512, n_val=128))
+    model = TinyMoERegressor(16, 4, 32, MoEConfig(num_experts=4, k=2, d_hidden=16))
+    trainer = quiet_trainer(max_epochs=1, callbacks=[curve], val_check_interval=0.25)
+    trainer.fit(ZooModule(model, nn.functional.mse_loss), DataLoader(train, batch_size=64),
+                DataLoader(val, batch_size=64))
+    assert [r["epochs"] for r in curve.rows] == [0.25, 0.5, 0.75, 1.0]
+    assert [r["epoch"] for r in curve.rows] == [0.0] * 4
