@@ -189,8 +189,8 @@ class LocalProcesses:
                 worker.conn.send(worker.job)
         while self.waiting and len(self.workers) < self.slots:
             ours, theirs = self.context.Pipe()
-            process = self.context.Process(target=_work, args=(theirs,), name=f"zoo-worker-{len(self.workers)}",
-                                           daemon=True)
+            # not a daemon: a run may start processes of its own (statistical baselines fit series in a pool)
+            process = self.context.Process(target=_work, args=(theirs,), name=f"zoo-worker-{len(self.workers)}")
             process.start()
             theirs.close()
             job = self.waiting.popleft()

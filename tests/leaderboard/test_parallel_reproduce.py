@@ -346,3 +346,11 @@ def test_the_final_error_names_the_first_three_failures():
     err = leaderboard.RunsFailedError("b", "full", failures, 9, [])
     assert str(err) == ("b full: 5 of 9 runs failed: r0 s0: ValueError: x; r1 s0: ValueError: x; r2 s0: ValueError: x;"
                         " and 2 more (stderr above lists each)")
+
+
+def test_a_run_may_start_processes_of_its_own(root, capsys):
+    """Statistical baselines fit their series in a process pool: inside a worker too."""
+    write_spec(root, {**SPEC, "rows": [{"name": "theta", "recipe": "theta_m3-monthly", "seeds": [0]}]})
+    rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--jobs", "2", "--no-progress")
+    assert rc == 0, err
+    assert sorted(records(root)) == [("theta", 0)]
