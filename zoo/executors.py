@@ -137,9 +137,13 @@ class InProcess:
 def _work(conn: Any) -> None:
     """A local worker's body: run the jobs it is sent, one after another, and send each outcome back; ``None`` or
     a closed pipe ends it. Ctrl-C is left to the caller, which stops the workers."""
+    import multiprocessing
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked-server child inherits the fork server as its default start method; a run's own process pools
+    # (statistical baselines) would then start a fork server of their own each time. Back to the platform default.
+    multiprocessing.set_start_method(None, force=True)
     while True:
         try:
             job = conn.recv()
