@@ -447,7 +447,7 @@ def reproduce(
     runs = planned_runs(spec, rows, seeds)
     console = Console(stderr=True)
     in_process = executor == "local" and jobs == 1
-    local_workers = executors.LocalProcesses(jobs, ["torch", "lightning", "zoo.task", _task_module(spec.task)]) \
+    local_workers = executors.LocalProcesses(jobs, _worker_imports(spec.task)) \
         if executor == "local" and jobs > 1 else None  # made first: its server imports torch while this process works
     if not force:
         todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
@@ -521,14 +521,19 @@ def _resources(spec: BoardSpec, row: RowSpec, threads: int | None) -> dict[str, 
     return {k: float(v) for k, v in resources.items()}
 
 
-def _task_module(task: str) -> str:
-    """The module a task's entry point lives in, for workers to import once (``zoo.tasks.<task>`` for ours)."""
-    from importlib.metadata import entry_points
+def _worker_imports(task: str) -> list[str]:
+    """What local workers import once, in their fork server: torch, Lightning and the modules that build, train and
+    test the task (its lazy builders; not predict)."""
+    import dataclasses
 
-    for ep in entry_points(group="zoo.tasks"):
-        if ep.name == task:
-            return ep.module
-    return "zoo.registry"
+    from zoo.api import load_task
+    from zoo.task import lazy
+
+    spec = load_task(task)
+    builders = [getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "predict"]
+    modules = [b.target.partition(":")[0] if isinstance(b, lazy) else getattr(b, "__module__", None)
+               for b in builders if callable(b)]
+    return list(dict.fromkeys(["torch", "lightning", "zoo.task", *(m for m in modules if m)]))
 
 
 @dataclass(frozen=True)

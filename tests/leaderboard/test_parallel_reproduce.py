@@ -354,3 +354,10 @@ def test_a_run_may_start_processes_of_its_own(root, capsys):
     rc, _, err = zoo(capsys, "leaderboard", "reproduce", "tiny", "--jobs", "2", "--no-progress")
     assert rc == 0, err
     assert sorted(records(root)) == [("theta", 0)]
+
+
+def test_workers_import_the_tasks_builders_once_not_its_predict():
+    imports = leaderboard._worker_imports("forecasting")
+    assert imports[:3] == ["torch", "lightning", "zoo.task"]
+    assert "zoo.tasks.forecasting.builders" in imports
+    assert not [m for m in imports if m.endswith(".predict")]
