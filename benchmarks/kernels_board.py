@@ -8,18 +8,22 @@ What it measures (one process, every variant interleaved as in ``moe_layer.py``,
       (small batch);
     * the scaling curve: forward + backward time against E at fixed active FLOPs (k = E/8, F = 1024/k, so
       k·F and the rows per expert stay fixed) for E = 8 … 128;
-    * dispatch memory: the peak resident-memory growth of one training forward (inputs excluded), each
-      backend in a fresh process, next to ``T·k·D`` and ``T·E·D`` elements;
+    * dispatch memory: the peak memory growth of one training forward (inputs excluded) next to ``T·k·D`` and
+      ``T·E·D`` elements: on the CPU the resident set, each backend in a fresh process; on a GPU the CUDA
+      allocator's peak;
     * a profile of ``auto`` on the fine-grained shape (where the targets are hardest): the ops that take the
-      time, which is what explains a missed target.
+      time (CPU time, or GPU kernel time on CUDA), which is what explains a missed target.
 
 How to run it (on a quiet machine: the load average is recorded and printed on the board)
     .venv/bin/python benchmarks/kernels_board.py run           # ~5 min on 2 cores; writes results, renders
+    .venv/bin/python benchmarks/kernels_board.py run --device cuda   # on a GPU: every backend that runs on CUDA
     .venv/bin/python benchmarks/kernels_board.py render        # results JSON → leaderboards/kernels.md + plot
     .venv/bin/python benchmarks/kernels_board.py render --check   # CI: the committed board matches its results
 
-Results live in ``leaderboards/results/kernels/<device>.json``, one section of the board each. The timing code
-places its tensors on the CPU, so only ``cpu.json`` exists (``triton`` shows ``n/a``).
+Results live in ``leaderboards/results/kernels/``: ``cpu.json`` and, from ``--device cuda``, ``gpu.json`` (with
+the GPU's name), one section of the board each; until a GPU has been measured the GPU section says so. On CPU
+tensors ``triton`` shows ``n/a``; on CUDA ``fused`` does (it is the CPU path). ``benchmarks/gpu_check.sh`` runs
+the Triton tests and a reduced GPU board in one command. ``--device cuda`` without a CUDA device exits 2.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -56,8 +61,11 @@ QUICK = {  # tiny stand-ins for tests and smoke runs
     "scaling": "T64 D32 F64 E4 k1, T64 D32 F32 E8 k2",
     "profile": "T64 D32 F16 E16 k4",
 }
-MEMORY_VARIANTS = ("hf_loop", "loop", "grouped", "fused")
+MEMORY_VARIANTS = {"cpu": ("hf_loop", "loop", "grouped", "fused"), "cuda": ("hf_loop", "loop", "grouped", "triton")}
 VARIANTS = ("hf_loop", "loop", "grouped", "fused", "triton", "auto")
+RESULT_FILES = {"cpu": "cpu.json", "cuda": "gpu.json"}  # the board's sections, in this order
+SECTION_TITLES = {"cpu": "CPU", "cuda": "GPU"}
+DEFAULT_REPEATS = {"cpu": 5, "cuda": 20}
 # The board's targets (docs/kernels.md, "Measuring"), checked against ``auto`` (what task models get):
 # (shape, dtype, minimum fraction of ideal).
 IDEAL_TARGETS = [
@@ -72,12 +80,14 @@ MEMORY_PAIR = ("T4096 D256 F128 E64 k8", "T4096 D256 F128 E128 k8")  # same T, k
 MEMORY_FLAT = 1.2  # peak(E128) / peak(E64) allowed for an O(T·k·D) dispatch (noise of a RSS measurement)
 
 
-def bench_args(repeats: int) -> argparse.Namespace:
-    return argparse.Namespace(activation="gelu", with_reference=False, seed=0, repeats=repeats)
+def bench_args(repeats: int, device: str = "cpu") -> argparse.Namespace:
+    return argparse.Namespace(activation="gelu", with_reference=False, seed=0, repeats=repeats, device=device)
 
 
-def time_rows(shapes: list[ml.Shape], modes: list[str], repeats: int, progress: Progress, label: str) -> list[dict]:
-    args, err = bench_args(repeats), Console(stderr=True)
+def time_rows(
+    shapes: list[ml.Shape], modes: list[str], repeats: int, progress: Progress, label: str, device: str = "cpu"
+) -> list[dict]:
+    args, err = bench_args(repeats, device), Console(stderr=True)
     jobs = [(s, d, m) for s in shapes for d in ml.DTYPES for m in modes]
     task = progress.add_task(label, total=len(jobs))
     rows = []
@@ -120,13 +130,38 @@ def _peak_rss_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status: the memory measurement needs Linux")
 
 
-def measure_memory(shapes: list[ml.Shape], progress: Progress) -> list[dict]:
-    jobs = [(s, v) for s in shapes for v in MEMORY_VARIANTS]
+def peak_memory_cuda(shape: ml.Shape, variant: str, dtype: str) -> dict:
+    """On the GPU, in this process: growth of the CUDA allocator's peak over one training forward of ``variant``
+    (after a tiny call that loads and compiles its kernels). The allocator counts every tensor exactly, so no
+    fresh process is needed."""
+    fn = ml.hf_loop_moe_ffn if variant == "hf_loop" else None
+    make = partial(ml.make_moe_inputs, dtype=ml.DTYPES[dtype], gated=False, grad=True, seed=0, device="cuda")
+    small, inputs = make(ml.Shape(8, shape.D, shape.F, shape.E, shape.k)), make(shape)
+
+    def call(i: ml.MoEInputs) -> torch.Tensor:
+        if fn is not None:
+            return fn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, None, "gelu")
+        return moe_ffn(i.x_TD, i.ids_TK, i.weights_TK, i.w1_EDF, i.w2_EFD, None, "gelu", backend=variant)
+
+    call(small).backward(small.grad_TD)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    y = call(inputs)
+    torch.cuda.synchronize()
+    growth = torch.cuda.max_memory_allocated() - before
+    del y
+    return {"peak_growth_mb": growth / 2**20}
+
+
+def measure_memory(shapes: list[ml.Shape], progress: Progress, device: str = "cpu") -> list[dict]:
+    jobs = [(s, v) for s in shapes for v in MEMORY_VARIANTS[device]]
     task = progress.add_task("dispatch memory", total=len(jobs))
     records = []
     for shape, variant in jobs:
         progress.update(task, description=f"dispatch memory: {shape.name} {variant}")
-        inputs = ml.make_moe_inputs(ml.Shape(8, shape.D, shape.F, shape.E, shape.k), torch.float32, False, False, 0)
+        small = ml.Shape(8, shape.D, shape.F, shape.E, shape.k)
+        inputs = ml.make_moe_inputs(small, torch.float32, False, False, 0, device)
         try:
             if variant != "hf_loop":
                 resolve_backend(variant, inputs.x_TD, inputs.w1_EDF)
@@ -134,27 +169,47 @@ def measure_memory(shapes: list[ml.Shape], progress: Progress) -> list[dict]:
             records.append({"shape": shape.name, "variant": variant, "status": "n/a", "reason": str(e)})
             progress.advance(task)
             continue
-        cmd = [sys.executable, __file__, "_memory", shape.name, variant, "fp32"]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
         elements = {"tkd_mb": shape.T * shape.k * shape.D * 4 / 2**20, "ted_mb": shape.T * shape.E * shape.D * 4 / 2**20}
-        records.append({"shape": shape.name, "variant": variant, "status": "ok", **json.loads(out.stdout), **elements})
+        if device == "cuda":
+            try:
+                measured = peak_memory_cuda(shape, variant, "fp32")
+            except Exception as err:  # a kernel this GPU lacks: recorded, the run goes on
+                reason = f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')}"
+                records.append({"shape": shape.name, "variant": variant, "status": "error", "reason": reason})
+                progress.advance(task)
+                continue
+        else:
+            cmd = [sys.executable, __file__, "_memory", shape.name, variant, "fp32"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
+            measured = json.loads(out.stdout)
+        records.append({"shape": shape.name, "variant": variant, "status": "ok", **measured, **elements})
         progress.advance(task)
     return records
 
 
-def profile_auto(shape: ml.Shape, dtype: str, top: int = 8) -> dict:
-    """Self CPU time by op of ``auto``, forward + backward, over three calls after a warm-up."""
-    inputs = ml.make_moe_inputs(shape, ml.DTYPES[dtype], False, True, 0)
+def profile_auto(shape: ml.Shape, dtype: str, top: int = 8, device: str = "cpu") -> dict:
+    """Self time by op of ``auto``, forward + backward, over three calls after a warm-up: CPU time on the CPU,
+    GPU kernel time on CUDA."""
+    inputs = ml.make_moe_inputs(shape, ml.DTYPES[dtype], False, True, 0, device)
     case = ml.moe_case(lambda *a: moe_ffn(*a, backend="auto"), inputs, "gelu")
     case.reset()
     case.run(True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         for _ in range(3):
             case.reset()
             case.run(True)
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    ops = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count // 3} for e in events[:top]]
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def self_time(e) -> float:
+        return e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
+
+    events = sorted((e for e in prof.key_averages() if self_time(e) > 0), key=lambda e: -self_time(e))
+    total = sum(self_time(e) for e in events)
+    ops = [{"op": e.key, "share": self_time(e) / total, "calls": e.count // 3} for e in events[:top]]
     chosen = resolve_backend("auto", inputs.x_TD, inputs.w1_EDF).name
     return {"shape": shape.name, "dtype": dtype, "backend": chosen, "ms_per_call": total / 3e3, "ops": ops}
 
@@ -170,19 +225,24 @@ def git_commit() -> str:
 def run(args: argparse.Namespace) -> Path:
     shapes = {k: ml.parse_shapes(v) for k, v in (QUICK if args.quick else {
         "board": BOARD_SHAPES, "scaling": SCALING_SHAPES, "profile": PROFILE_SHAPE}).items()}
+    device = args.device
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with Progress(transient=True, disable=args.no_progress) as progress:
-        board = time_rows(shapes["board"], list(ml.MODES), args.repeats, progress, "ideal fractions")
-        scaling = time_rows(shapes["scaling"], ["fwd+bwd"], args.repeats, progress, "scaling curve")
-        memory = measure_memory(shapes["board"], progress)
-        profile = profile_auto(shapes["profile"][0], "bf16")
+        board = time_rows(shapes["board"], list(ml.MODES), args.repeats, progress, "ideal fractions", device)
+        scaling = time_rows(shapes["scaling"], ["fwd+bwd"], args.repeats, progress, "scaling curve", device)
+        memory = measure_memory(shapes["board"], progress, device)
+        try:
+            profile = profile_auto(shapes["profile"][0], "bf16", device=device)
+        except Exception as err:  # e.g. no CUPTI for the GPU profiler: the board is still worth keeping
+            profile = {"error": f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')}"}
+    flags = "".join(f" {flag}" for flag, on in (("--device cuda", device == "cuda"), ("--quick", args.quick)) if on)
     results = {
-        "device": "cpu",  # moe_layer's inputs are CPU tensors
-        "machine": ml.header(),
+        "device": device,
+        "machine": ml.header(device),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
-        "command": "python benchmarks/kernels_board.py run" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/kernels_board.py run" + flags,
         "repeats": args.repeats,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "seconds": round(time.perf_counter() - start, 1),
@@ -191,7 +251,7 @@ def run(args: argparse.Namespace) -> Path:
         "memory": memory,
         "profile": profile,
     }
-    path = args.results / f"{results['device']}.json"
+    path = args.results / RESULT_FILES[device]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(results, indent=1) + "\n")
     return path
@@ -275,7 +335,7 @@ def targets(results: dict) -> list[str]:
             f"| fwd+bwd ≥ {minimum}× faster than hf_loop, {shape}, {dtype} | {speedup:.2f}× ({auto['auto_backend']}) "
             f"| {verdict(speedup >= minimum)} |"
         )
-    growth = memory_growth_with_e(memory)
+    growth = memory_growth_with_e(memory, results.get("device", "cpu"))
     if growth:
         variant, (small, large, ratio) = max(growth.items(), key=lambda item: item[1][2])
         lines.append(
@@ -292,14 +352,14 @@ def targets(results: dict) -> list[str]:
     return lines
 
 
-def memory_growth_with_e(memory: list[dict]) -> dict[str, tuple[str, str, float]]:
+def memory_growth_with_e(memory: list[dict], device: str = "cpu") -> dict[str, tuple[str, str, float]]:
     """Per backend (hf_loop aside): peak memory growth between two board shapes that differ only in E.
 
     The O(T·k·D) test: T·E·D doubles from E64 to E128 at the same T, k, D, F, so a dispatch that held anything
     per (token, expert) pair would grow with it."""
     small, large = MEMORY_PAIR
     out = {}
-    for variant in MEMORY_VARIANTS:
+    for variant in MEMORY_VARIANTS[device]:
         if variant == "hf_loop":
             continue
         peak = {m["shape"]: m["peak_growth_mb"] for m in memory if m["variant"] == variant and m["status"] == "ok"}
@@ -308,8 +368,9 @@ def memory_growth_with_e(memory: list[dict]) -> dict[str, tuple[str, str, float]
     return out
 
 
-def memory_table(memory: list[dict]) -> list[str]:
-    lines = ["| shape | T·k·D MB | T·E·D MB | " + " | ".join(MEMORY_VARIANTS) + " |", "|---|---|---|" + "---|" * len(MEMORY_VARIANTS)]
+def memory_table(memory: list[dict], device: str = "cpu") -> list[str]:
+    variants = MEMORY_VARIANTS[device]
+    lines = ["| shape | T·k·D MB | T·E·D MB | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
     by_shape: dict[str, dict[str, dict]] = {}
     for m in memory:
         by_shape.setdefault(m["shape"], {})[m["variant"]] = m
@@ -319,7 +380,7 @@ def memory_table(memory: list[dict]) -> list[str]:
             continue
         cells = [
             f"{recs[v]['peak_growth_mb']:.0f}" if v in recs and recs[v]["status"] == "ok" else recs.get(v, {}).get("status", "–")
-            for v in MEMORY_VARIANTS
+            for v in variants
         ]
         lines.append(f"| {shape} | {ref['tkd_mb']:.0f} | {ref['ted_mb']:.0f} | " + " | ".join(cells) + " |")
     return lines
@@ -336,10 +397,13 @@ def scaling_table(records: list[dict]) -> list[str]:
     return lines
 
 
-def profile_table(profile: dict) -> list[str]:
+def profile_table(profile: dict, device: str = "cpu") -> list[str]:
+    if "error" in profile:
+        return [f"The profile of `auto` failed: {profile['error']}"]
+    what = "GPU kernel time" if device == "cuda" else "CPU time"
     lines = [
         f"`auto` → `{profile['backend']}` on {profile['shape']} {profile['dtype']}, forward + backward, "
-        f"{profile['ms_per_call']:.1f} ms per call under the profiler (self CPU time by op):",
+        f"{profile['ms_per_call']:.1f} ms per call under the profiler (self {what} by op):",
         "",
         "| op | share | calls per step |",
         "|---|---|---|",
@@ -390,10 +454,17 @@ def render_markdown(sections: list[dict]) -> str:
         "are noise. Measured by `benchmarks/kernels_board.py run` (timing code: `benchmarks/moe_layer.py`).",
     ]
     for results in sections:
-        load = results["load_average"]
+        load, device = results["load_average"], results["device"]
+        memory_what = (
+            "Peak CUDA-allocator growth (MB) of one training forward (output and saved tensors alive, inputs "
+            "excluded), fp32"
+            if device == "cuda" else
+            "Peak resident-memory growth (MB) of one training forward (output and saved tensors alive, inputs "
+            "excluded), fp32, each backend in a fresh process"
+        )
         out += [
             "",
-            f"## {results['device'].upper()}: {results['machine']}",
+            f"## {SECTION_TITLES.get(device, device.upper())}: {results['machine']}",
             "",
             f"{results['date']}, commit `{results['commit']}`, `{results['command']}`, median of {results['repeats']}, "
             f"{results['seconds']:.0f} s; 1-min load average {load[0]} before, {load[1]} after.",
@@ -408,11 +479,10 @@ def render_markdown(sections: list[dict]) -> str:
             "",
             "### Dispatch memory",
             "",
-            "Peak resident-memory growth (MB) of one training forward (output and saved tensors alive, inputs "
-            "excluded), fp32, each backend in a fresh process; T·k·D and T·E·D are the sizes of one fp32 activation "
-            "per routed slot and per (token, expert) pair.",
+            f"{memory_what}; T·k·D and T·E·D are the sizes of one fp32 activation per routed slot and per "
+            "(token, expert) pair.",
             "",
-            *memory_table(results["memory"]),
+            *memory_table(results["memory"], device),
             "",
             "### Scaling: time vs E at fixed active FLOPs",
             "",
@@ -423,13 +493,24 @@ def render_markdown(sections: list[dict]) -> str:
             "",
             "### Where the time goes",
             "",
-            *profile_table(results["profile"]),
+            *profile_table(results["profile"], device),
+        ]
+    if not any(results["device"] == "cuda" for results in sections):
+        out += [
+            "",
+            "## GPU",
+            "",
+            "No GPU measured yet. On a CUDA machine, `benchmarks/gpu_check.sh` runs the Triton kernel tests on the "
+            "GPU and this board's `run --device cuda` (every backend that runs on CUDA: `triton`, `grouped` where "
+            "torch has a CUDA `grouped_mm`, `loop`, the dense ideal), writing `leaderboards/results/kernels/gpu.json`.",
         ]
     return "\n".join(out) + "\n"
 
 
 def load_sections(results_dir: Path) -> list[dict]:
-    paths = sorted(results_dir.glob("*.json"))
+    """The results files, CPU first, then GPU, then any other device's."""
+    order = {name: i for i, name in enumerate(RESULT_FILES.values())}
+    paths = sorted(results_dir.glob("*.json"), key=lambda p: (order.get(p.name, len(order)), p.name))
     if not paths:
         raise SystemExit(f"no results in {results_dir}: run `python benchmarks/kernels_board.py run` first")
     return [json.loads(p.read_text()) for p in paths]
@@ -452,7 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="measure on this machine, write the results JSON and render the board")
-    r.add_argument("--repeats", type=int, default=5, help="timed rounds per variant; the median is kept (default 5)")
+    r.add_argument("--device", choices=list(RESULT_FILES), default="cpu",
+                   help="where the tensors live: cpu (cpu.json) or cuda (gpu.json); default cpu")
+    r.add_argument("--repeats", type=int, help="timed rounds per variant; the median is kept (default 5 on the CPU, "
+                   f"{DEFAULT_REPEATS['cuda']} on CUDA)")
     r.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run, not a measurement")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--results", type=Path, default=RESULTS, help=f"results folder (default {RESULTS.relative_to(ROOT)})")
@@ -472,8 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     plot = PLOT if args.board == BOARD else args.board.with_suffix(".scaling.png")
     if args.cmd == "render":
         return render(args.results, args.board, plot, args.check)
+    if args.repeats is None:
+        args.repeats = DEFAULT_REPEATS[args.device]
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    missing = ml.cuda_missing(args.device)
+    if missing:
+        print(f"kernels_board.py: {missing}; nothing was measured", file=sys.stderr)
+        return 2
     path = run(args)
     print(f"wrote {path}")
     render(args.results, args.board, plot, check=False)

@@ -22,13 +22,16 @@ What it measures
     (docs/kernels.md, "Measuring"). Routing is top-k of the softmax of seeded random logits (near-uniform load),
     weights renormalised over the k picks. Each repeat runs every variant once (interleaved, in a fresh random
     order), after one untimed warm-up call each that also checks every variant's output against ``hf_loop``;
-    the reported time is the median over repeats. Everything runs on the CPU with torch's thread count.
+    the reported time is the median over repeats. Everything runs on the CPU with torch's thread count, or with
+    ``--device cuda`` on the current GPU (each timed call between two ``torch.cuda.synchronize``; a variant whose
+    warm-up call raises, e.g. a ``grouped_mm`` that this GPU lacks, is reported ``error`` with the message).
 
 How to run it
     .venv/bin/python benchmarks/moe_layer.py                    # default shapes, fp32 + bf16, fwd + fwd+bwd
     .venv/bin/python benchmarks/moe_layer.py --quick            # tiny shapes: a smoke run of a few seconds
     .venv/bin/python benchmarks/moe_layer.py --shapes "T256 D256 F512 E8 k2" --dtypes bf16 --modes fwd+bwd
     .venv/bin/python benchmarks/moe_layer.py --activation swiglu --json /tmp/moe_layer.json
+    .venv/bin/python benchmarks/moe_layer.py --device cuda      # on a GPU (exit 2 where there is none)
 
 How to read it
     One row per (shape, dtype, mode). ``ideal ms`` is ``t_ideal`` and which chain set it; ``auto →`` is the
@@ -62,12 +65,13 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.errors import ZooValueError
-from zoo.kernels import ACTIVATIONS, backends, moe_ffn, resolve_backend
+from zoo.kernels import ACTIVATIONS, BackendDeclined, backends, moe_ffn, resolve_backend
 from zoo.kernels.activations import GATED, apply_activation
 from zoo.kernels.triton import interpreter_requested
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("fwd", "fwd+bwd")
+DEVICES = ("cpu", "cuda")
 DEFAULT_SHAPES = "T4096 D256 F512 E8 k2, T4096 D256 F128 E64 k8, T1024 D512 F1024 E8 k2, T256 D256 F512 E8 k2"
 # D=36 is not a multiple of 8, so grouped declines it in bf16: the smoke run covers the n/a path too.
 QUICK_SHAPES = "T64 D32 F64 E4 k2, T64 D32 F16 E16 k4, T32 D36 F64 E4 k2"
@@ -135,8 +139,11 @@ class MoEInputs:
         return [p for p in params if p is not None and p.requires_grad]
 
 
-def _randn(*size: int, scale: float, dtype: torch.dtype, gen: torch.Generator, grad: bool) -> torch.Tensor:
-    return (torch.randn(*size, generator=gen) * scale).to(dtype).requires_grad_(grad)
+def _randn(
+    *size: int, scale: float, dtype: torch.dtype, gen: torch.Generator, grad: bool, device: str = "cpu"
+) -> torch.Tensor:
+    """Seeded on the CPU (the same numbers on every device), then moved."""
+    return (torch.randn(*size, generator=gen) * scale).to(device=device, dtype=dtype).requires_grad_(grad)
 
 
 def make_routing(T: int, E: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,18 +153,21 @@ def make_routing(T: int, E: int, k: int, gen: torch.Generator) -> tuple[torch.Te
     return ids_TK, top_TK / top_TK.sum(-1, keepdim=True)
 
 
-def make_moe_inputs(shape: Shape, dtype: torch.dtype, gated: bool, grad: bool, seed: int) -> MoEInputs:
+def make_moe_inputs(
+    shape: Shape, dtype: torch.dtype, gated: bool, grad: bool, seed: int, device: str = "cpu"
+) -> MoEInputs:
     gen = torch.Generator().manual_seed(seed)
     T, D, F_, E, k = shape.T, shape.D, shape.F, shape.E, shape.k
     ids_TK, weights_TK = make_routing(T, E, k, gen)
+    randn = partial(_randn, dtype=dtype, gen=gen, device=device)
     return MoEInputs(
-        x_TD=_randn(T, D, scale=1.0, dtype=dtype, gen=gen, grad=grad),
-        ids_TK=ids_TK,
-        weights_TK=weights_TK.to(dtype).requires_grad_(grad),
-        w1_EDF=_randn(E, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad),
-        w2_EFD=_randn(E, F_, D, scale=F_**-0.5, dtype=dtype, gen=gen, grad=grad),
-        w3_EDF=_randn(E, D, F_, scale=D**-0.5, dtype=dtype, gen=gen, grad=grad) if gated else None,
-        grad_TD=_randn(T, D, scale=1.0, dtype=dtype, gen=gen, grad=False),
+        x_TD=randn(T, D, scale=1.0, grad=grad),
+        ids_TK=ids_TK.to(device),
+        weights_TK=weights_TK.to(device=device, dtype=dtype).requires_grad_(grad),
+        w1_EDF=randn(E, D, F_, scale=D**-0.5, grad=grad),
+        w2_EFD=randn(E, F_, D, scale=F_**-0.5, grad=grad),
+        w3_EDF=randn(E, D, F_, scale=D**-0.5, grad=grad) if gated else None,
+        grad_TD=randn(T, D, scale=1.0, grad=False),
     )
 
 
@@ -192,14 +202,15 @@ def moe_case(fn: Callable[..., torch.Tensor], inputs: MoEInputs, activation: str
 
 
 def ideal_case(
-    batch: tuple[int, ...], rows: int, shape: Shape, dtype: torch.dtype, activation: str, grad: bool
+    batch: tuple[int, ...], rows: int, shape: Shape, dtype: torch.dtype, activation: str, grad: bool,
+    device: str = "cpu",
 ) -> Case:
     """The dense chain ``act(x·w1 [, x·w3]) · w2`` on ``(*batch, rows, D)`` inputs; ``batch=()``: one GEMM."""
     gen = torch.Generator().manual_seed(0)
     D, F_ = shape.D, shape.F
 
     def randn(*size: int, scale: float, leaf: bool = grad) -> torch.Tensor:
-        return _randn(*batch, *size, scale=scale, dtype=dtype, gen=gen, grad=leaf)
+        return _randn(*batch, *size, scale=scale, dtype=dtype, gen=gen, grad=leaf, device=device)
 
     x, g = randn(rows, D, scale=1.0), randn(rows, D, scale=1.0, leaf=False)
     w1, w2 = randn(D, F_, scale=D**-0.5), randn(F_, D, scale=F_**-0.5)
@@ -212,12 +223,12 @@ def ideal_case(
     return Case(forward, [t for t in (x, w1, w2, w3) if t is not None], g)
 
 
-def ideal_cases(shape: Shape, dtype: torch.dtype, activation: str, grad: bool) -> dict[str, Case]:
+def ideal_cases(shape: Shape, dtype: torch.dtype, activation: str, grad: bool, device: str = "cpu") -> dict[str, Case]:
     slots = shape.T * shape.k
     per_expert = -(-slots // shape.E)  # uniform load, rounded up when E does not divide T·k
     return {
-        "ideal_mm": ideal_case((), slots, shape, dtype, activation, grad),
-        "ideal_bmm": ideal_case((shape.E,), per_expert, shape, dtype, activation, grad),
+        "ideal_mm": ideal_case((), slots, shape, dtype, activation, grad, device),
+        "ideal_bmm": ideal_case((shape.E,), per_expert, shape, dtype, activation, grad, device),
     }
 
 
@@ -264,6 +275,9 @@ def variant_cases(
             continue
         try:
             chosen = resolve_backend(name, inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF).name
+        except BackendDeclined as err:  # its own reason; the table lists the backends that did run
+            statuses[name] = Status("n/a", f"backend={name!r} cannot run these inputs: {err.reason}")
+            continue
         except ZooValueError as err:
             statuses[name] = Status("n/a", str(err))
             continue
@@ -285,26 +299,44 @@ def check_outputs(outputs: dict[str, torch.Tensor], dtype: torch.dtype, err: Con
             err.print(f"[yellow]warning: {name} differs from hf_loop by {rel:.2e} (relative to max |y|)")
 
 
-def measure(cases: dict[str, Case], backward: bool, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Median ms per case over ``repeats`` rounds, and each case's output from its warm-up call.
+def _synchronizer(device: str) -> Callable[[], None]:
+    """Waits for the device's queued work (a no-op on the CPU, where every op has finished when it returns)."""
+    if device == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def measure(
+    cases: dict[str, Case], backward: bool, repeats: int, device: str = "cpu"
+) -> tuple[dict[str, float], dict[str, torch.Tensor], dict[str, Status]]:
+    """Median ms per case over ``repeats`` rounds, each case's output from its warm-up call, and an ``error``
+    status for the cases whose warm-up call raised (they are not timed).
 
     Every round runs each case once, in a fresh seeded random order, so that no variant always pays for the
-    same predecessor (a slow one can leave cold caches and freed memory behind).
+    same predecessor (a slow one can leave cold caches and freed memory behind). On a GPU each timed call sits
+    between two synchronisations, so its time is the kernels' and not only their launch.
     """
-    outputs = {}
+    sync = _synchronizer(device)
+    outputs, errors = {}, {}
     for name, case in cases.items():
         case.reset()
-        outputs[name] = case.run(backward)
-    names = list(cases)
+        try:
+            outputs[name] = case.run(backward)
+            sync()
+        except Exception as err:  # a kernel this device or torch build lacks: report it, time the others
+            errors[name] = Status("error", f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')}")
+    names = [name for name in cases if name not in errors]
     times: dict[str, list[float]] = {name: [] for name in names}
     rng = random.Random(0)
     for _ in range(repeats):
         for name in rng.sample(names, len(names)):
             cases[name].reset()
+            sync()
             t0 = time.perf_counter()
             cases[name].run(backward)
+            sync()
             times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}, outputs
+    return {name: statistics.median(ts) for name, ts in times.items()}, outputs, errors
 
 
 @dataclass
@@ -329,16 +361,24 @@ class Row:
 
 def run_config(shape: Shape, dtype_name: str, mode: str, args: argparse.Namespace, err: Console) -> Row:
     dtype, backward = DTYPES[dtype_name], mode == "fwd+bwd"
-    inputs = make_moe_inputs(shape, dtype, args.activation in GATED, backward, args.seed)
+    device = getattr(args, "device", "cpu")
+    inputs = make_moe_inputs(shape, dtype, args.activation in GATED, backward, args.seed, device)
     cases, statuses = variant_cases(shape, inputs, args.activation, args.with_reference)
     auto = resolve_backend("auto", inputs.x_TD, inputs.w1_EDF, inputs.w3_EDF).name
-    cases |= ideal_cases(shape, dtype, args.activation, backward)
-    medians, outputs = measure(cases, backward, args.repeats)
+    cases |= ideal_cases(shape, dtype, args.activation, backward, device)
+    medians, outputs, errors = measure(cases, backward, args.repeats, device)
+    if any(name in errors for name in IDEALS) or "hf_loop" in errors:
+        raise RuntimeError(f"{shape.name} {dtype_name} {mode}: a baseline failed: {errors}")
     check_outputs({n: y for n, y in outputs.items() if n not in IDEALS}, dtype, err)
-    return Row(shape, dtype_name, mode, auto, medians, statuses)
+    return Row(shape, dtype_name, mode, auto, medians, statuses | errors)
 
 
-def header() -> str:
+def header(device: str = "cpu") -> str:
+    """torch version, threads and the processor (the GPU's name and capability with ``device="cuda"``)."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        major, minor = torch.cuda.get_device_capability()
+        return f"torch {torch.__version__} · CUDA {torch.version.cuda} · {name} (sm_{major}{minor})"
     cpu = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -392,6 +432,7 @@ def to_records(rows: list[Row], args: argparse.Namespace) -> list[dict[str, obje
             "repeats": args.repeats,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "device": getattr(args, "device", "cpu"),
         }
         for variant, ms in row.medians.items():
             result = {"median_ms": ms, "fraction_of_ideal": row.t_ideal / ms, "status": "ok"}
@@ -428,6 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-reference", action="store_true", help=reference_help)
     p.add_argument("--seed", type=int, default=0, help="seed of the routing and the MoE inputs (default 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write one record per row and variant")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the tensors live (default cpu)")
     args = p.parse_args(argv)
     if args.quick and args.shapes:
         p.error("--quick picks its own shapes; drop --shapes")
@@ -441,12 +483,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def cuda_missing(device: str) -> str | None:
+    """A one-line explanation when ``device`` is ``cuda`` and this machine has no usable CUDA device, else None."""
+    if device != "cuda" or torch.cuda.is_available():
+        return None
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", built without CUDA")
+    return f"--device cuda: no CUDA device is present ({build}; torch.cuda.is_available() is False)"
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = cuda_missing(args.device)
+    if missing:
+        print(f"moe_layer.py: {missing}", file=sys.stderr)
+        return 2
     out = Console(width=None if sys.stdout.isatty() else 200)
     err = Console(stderr=True)
     settings = f"activation {args.activation} · median of {args.repeats}, warm-up 1"
-    out.print(f"{header()} · {load_average()} · {settings}")
+    out.print(f"{header(args.device)} · {load_average()} · {settings}")
     rows = []
     start = time.perf_counter()
     for shape in args.shapes:
@@ -463,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(to_records(rows, args), indent=1))
         out.print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

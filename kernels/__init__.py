@@ -5,11 +5,14 @@
 ``(silu(x·w1[e]) * (x·w3[e])) · w2[e]``). Slots whose id is −1 contribute nothing.
 
 Backends register with :func:`register_backend`: a function with the ``moe_ffn`` signature, a ``supports``
-check that returns why it declines (or None), a priority and, optionally, ``auto_when``: the inputs on which
-``auto`` should prefer it (a backend that can run everything but is only faster on some shapes). ``auto``
-takes the highest-priority backend that accepts the inputs and, if it has ``auto_when``, wants them; the
-priorities and ``auto_when`` rules follow the CPU measurements in ``leaderboards/kernels.md``. A backend that
-declines an explicit request raises; under ``auto`` the fall-back is logged once.
+check that returns why it declines (or None), a priority, optionally ``auto_when``: the inputs on which
+``auto`` should prefer it (a backend that can run everything but is only faster on some shapes), and optionally
+``prepare``: a compile step, run once per (device, dtype, gated) before the backend's first use, whose failure
+makes the backend decline those inputs. ``auto`` takes the highest-priority backend that accepts the inputs
+and, if it has ``auto_when``, wants them; the priorities and ``auto_when`` rules follow the CPU measurements in
+``leaderboards/kernels.md``. A backend that declines an explicit request raises one ZooValueError line that names
+the backends that can run the inputs; under ``auto`` the fall-back is logged once (a failed compile step as a
+warning), so a kernel that does not compile on some machine slows a task down instead of stopping it.
 """
 
 from __future__ import annotations
@@ -29,13 +32,23 @@ from .grouped import grouped_moe_ffn, grouped_unsupported
 from .loop import loop_moe_ffn
 from .reference import reference_moe_ffn
 
-__all__ = ["ACTIVATIONS", "Backend", "backends", "moe_ffn", "register_backend", "resolve_backend", "weighted_sum"]
+__all__ = [
+    "ACTIVATIONS",
+    "Backend",
+    "BackendDeclined",
+    "backends",
+    "moe_ffn",
+    "register_backend",
+    "resolve_backend",
+    "weighted_sum",
+]
 
 log = logging.getLogger(__name__)
 
 MoEFFN = Callable[..., torch.Tensor]
 Supports = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], str | None]
 AutoWhen = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], bool]
+Prepare = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class Backend:
     ``priority`` orders candidates for ``auto`` (higher first); ``None`` keeps the backend out of ``auto``
     (the oracle). ``supports(x, w1, w3)`` returns a reason to decline, or None. ``auto_when(x, w1, w3)``, if
     given, limits ``auto`` to the inputs where the backend was measured faster; explicit requests ignore it.
+    ``prepare(x, w1, w3)``, if given, compiles what the backend needs for inputs like these and raises if it
+    cannot; it runs once per (device, dtype, gated), and a failure declines those inputs from then on.
     """
 
     name: str
@@ -52,10 +67,23 @@ class Backend:
     supports: Supports
     priority: int | None
     auto_when: AutoWhen | None = None
+    prepare: Prepare | None = None
+
+
+class BackendDeclined(ZooValueError):
+    """An explicitly requested backend cannot run the inputs: ``reason``, and the backends that can."""
+
+    def __init__(self, backend: str, reason: str, alternatives: list[str]) -> None:
+        self.backend, self.reason, self.alternatives = backend, reason, alternatives
+        can = ", ".join(alternatives) if alternatives else "none"
+        super().__init__(f"backend={backend!r} cannot run these inputs: {reason}; backends that can: {can}")
 
 
 _BACKENDS: dict[str, Backend] = {}
 _logged_fallbacks: set[tuple[str, str]] = set()
+# (backend, device, dtype, gated) -> None when the compile step succeeded, else why it failed
+_prepared: dict[tuple[str, str, torch.dtype, bool], str | None] = {}
+_COMPILE_FAILED = "failed to compile"
 
 
 def _always(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> str | None:
@@ -68,11 +96,23 @@ def register_backend(
     supports: Supports = _always,
     priority: int | None = 0,
     auto_when: AutoWhen | None = None,
+    prepare: Prepare | None = None,
 ) -> None:
-    """Add a backend (Triton and other fused kernels plug in here). Re-registering a name replaces it."""
+    """Add a backend (Triton and other fused kernels plug in here). Re-registering a name replaces it.
+
+    Args:
+        name: the name ``moe_ffn(..., backend=name)`` selects; ``"auto"`` is reserved.
+        fn: the implementation, with the ``moe_ffn`` signature (validated inputs, weights in ``x``'s dtype).
+        supports: ``supports(x, w1, w3)`` returns why the backend declines these inputs, or None.
+        priority: ``auto`` order, higher first; None keeps the backend out of ``auto``.
+        auto_when: ``auto_when(x, w1, w3)``: whether ``auto`` should pick this backend for these inputs.
+        prepare: ``prepare(x, w1, w3)``: the compile step, run once per (device, dtype, gated); raising declines.
+    """
     if name == "auto":
         raise ZooValueError("backend name 'auto' is reserved")
-    _BACKENDS[name] = Backend(name, fn, supports, priority, auto_when)
+    _BACKENDS[name] = Backend(name, fn, supports, priority, auto_when, prepare)
+    for key in [key for key in _prepared if key[0] == name]:
+        del _prepared[key]
 
 
 def backends() -> list[str]:
@@ -80,17 +120,54 @@ def backends() -> list[str]:
     return sorted(_BACKENDS, key=lambda n: -(_BACKENDS[n].priority if _BACKENDS[n].priority is not None else -1e9))
 
 
+def _decline_reason(candidate: Backend, x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None,
+                    compile_now: bool = True) -> str | None:
+    """Why ``candidate`` cannot run these inputs (its ``supports`` check, then its compile step), or None.
+
+    ``compile_now=False`` reports only a compile step that already failed, without running one. Under
+    ``torch.compile`` the step is not run either: the traced call compiles the kernels itself.
+    """
+    reason = candidate.supports(x_TD, w1_EDF, w3_EDF)
+    if reason is not None or candidate.prepare is None:
+        return reason
+    key = (candidate.name, x_TD.device.type, x_TD.dtype, w3_EDF is not None)
+    if key not in _prepared:
+        if not compile_now or torch.compiler.is_compiling():
+            return None
+        try:
+            candidate.prepare(x_TD, w1_EDF, w3_EDF)
+            _prepared[key] = None
+        except Exception as err:  # any failure to build the kernels: the backend declines, nothing crashes
+            detail = next(iter(str(err).strip().splitlines()), "")
+            _prepared[key] = f"{_COMPILE_FAILED} for {key[1]} {key[2]} ({type(err).__name__}: {detail})"
+    return _prepared[key]
+
+
+def _able_backends(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> list[str]:
+    """The registered backends that accept these inputs (without running any compile step), ``auto`` order."""
+    return [n for n in backends() if _decline_reason(_BACKENDS[n], x_TD, w1_EDF, w3_EDF, compile_now=False) is None]
+
+
 def resolve_backend(
     backend: str, x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None = None
 ) -> Backend:
-    """The backend that ``moe_ffn`` would run for these inputs."""
+    """The backend that ``moe_ffn`` would run for these inputs.
+
+    Args:
+        backend: a registered name, or ``"auto"``.
+        x_TD, w1_EDF, w3_EDF: the inputs (only their device, dtype and shapes are read).
+
+    Raises:
+        BackendDeclined: (a ZooValueError) ``backend`` is named explicitly and cannot run these inputs; the
+            message names the backends that can.
+    """
     if backend != "auto":
         if backend not in _BACKENDS:
             raise bad_arg("backend", backend, ["auto", *backends()])
         chosen = _BACKENDS[backend]
-        reason = chosen.supports(x_TD, w1_EDF, w3_EDF)
+        reason = _decline_reason(chosen, x_TD, w1_EDF, w3_EDF)
         if reason is not None:
-            raise ZooValueError(f"backend={backend!r} cannot run these inputs: {reason}")
+            raise BackendDeclined(backend, reason, _able_backends(x_TD, w1_EDF, w3_EDF))
         return chosen
     for name in backends():
         candidate = _BACKENDS[name]
@@ -98,12 +175,13 @@ def resolve_backend(
             continue
         if candidate.auto_when is not None and not candidate.auto_when(x_TD, w1_EDF, w3_EDF):
             continue
-        reason = candidate.supports(x_TD, w1_EDF, w3_EDF)
+        reason = _decline_reason(candidate, x_TD, w1_EDF, w3_EDF)
         if reason is None:
             return candidate
         if (name, reason) not in _logged_fallbacks:
             _logged_fallbacks.add((name, reason))
-            log.info("moe_ffn: backend %r declined (%s); trying the next one", name, reason)
+            level = logging.WARNING if reason.startswith(_COMPILE_FAILED) else logging.INFO
+            log.log(level, "moe_ffn: backend %r declined (%s); trying the next one", name, reason)
     return _BACKENDS["reference"]
 
 
@@ -153,7 +231,8 @@ def moe_ffn(
 
     Shapes: ``x[T, D]``, ``ids[T, k]`` (int, −1 = empty slot), ``weights[T, k]``, ``w1[E, D, F]``,
     ``w2[E, F, D]``, ``w3[E, D, F]`` or None. Returns ``y[T, D]`` in ``x``'s dtype. Weights in another
-    dtype are cast to ``x``'s (so bf16 activations can use fp32 master weights); matmuls accumulate in fp32.
+    dtype are cast to ``x``'s (so bf16 activations can use fp32 master weights); matmuls accumulate in fp32, and
+    in fp64 for fp64 inputs (``loop``, ``fused``, ``reference``; ``grouped`` and ``triton`` decline fp64).
     ``weights=None`` returns the unweighted per-slot outputs ``y[T, k, D]`` instead (zeros in empty slots), for
     losses on individual experts (expert-specific losses, PMOE); ``weighted_sum`` then gives the combination.
 
@@ -177,6 +256,6 @@ register_backend("fused", fused_moe_ffn, fused_unsupported, priority=25, auto_wh
 register_backend("reference", reference_moe_ffn, priority=None)
 
 # Triton: imports neither triton nor its kernels here (only on first use), so this works without triton or a GPU.
-from .triton import TRITON_PRIORITY, triton_moe_ffn, triton_unsupported  # noqa: E402
+from .triton import TRITON_PRIORITY, triton_moe_ffn, triton_prepare, triton_unsupported  # noqa: E402
 
-register_backend("triton", triton_moe_ffn, triton_unsupported, priority=TRITON_PRIORITY)
+register_backend("triton", triton_moe_ffn, triton_unsupported, priority=TRITON_PRIORITY, prepare=triton_prepare)

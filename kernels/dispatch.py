@@ -47,10 +47,16 @@ def sort_slots(ids_TK: torch.Tensor, num_experts: int) -> SortedSlots:
     return SortedSlots(slot_idx_N, token_idx_N, counts_E, offsets_E, ids_TK.shape[0], k)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are accumulated in: fp32 for fp32 and narrower floats, fp64 for fp64 (so that fp64 inputs
+    are exact to fp64 rounding, e.g. for ``torch.autograd.gradcheck``)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def combine(
     y_ND: torch.Tensor, slots: SortedSlots, weights_TK: torch.Tensor | None, out_dtype: torch.dtype
 ) -> torch.Tensor:
-    """Scatter expert outputs back to their slots and take the weighted sum over k, in fp32.
+    """Scatter expert outputs back to their slots and take the weighted sum over k (fp32, fp64 for fp64).
 
     Each slot receives at most one row, so the scatter has no write conflicts, and the sum over k is an ordinary
     reduction over a ``(T, k, D)`` view: bitwise deterministic, no atomics. With ``weights_TK=None`` the
@@ -65,6 +71,7 @@ def combine(
 
 
 def weighted_sum(y_TKD: torch.Tensor, weights_TK: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """``y[t] = Σ_s weights[t, s] · y[t, s]`` in fp32, deterministic."""
+    """``y[t] = Σ_s weights[t, s] · y[t, s]``, deterministic, accumulated in fp32 (fp64 when ``y`` is fp64)."""
+    acc = accumulation_dtype(y_TKD.dtype)
     # a batched [1, k] × [k, D] product per token: ~10× faster than the equivalent einsum on the CPU
-    return torch.bmm(weights_TK.float().unsqueeze(1), y_TKD.float()).squeeze(1).to(out_dtype)
+    return torch.bmm(weights_TK.to(acc).unsqueeze(1), y_TKD.to(acc)).squeeze(1).to(out_dtype)

@@ -16,7 +16,7 @@ near the dense ideal. Here each expert's rows go through the whole chain while t
 Saved for backward: only the pre-activations ``[N, F]`` (two of them when gated); the gathered input is
 re-gathered instead of kept. On the kernel board this is the smallest dispatch memory of all backends (23 MB
 against 161 MB for ``grouped`` at T4096 D256 F128 E64 k8, fp32). Accumulation over the k slots of a token is
-fp32 whatever the dtype, and deterministic: experts are visited in a fixed order and the CPU ``index_add_`` is
+fp32 (fp64 for fp64 inputs, which are then exact to fp64 rounding), and deterministic: experts are visited in a fixed order and the CPU ``index_add_`` is
 sequential per row.
 
 CPU tensors only (``.tolist()`` of the expert counts is free there, a host sync on a GPU).
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .activations import apply_activation
-from .dispatch import sort_slots
+from .dispatch import accumulation_dtype, sort_slots
 
 _aten = torch.ops.aten
 
@@ -86,7 +86,8 @@ class _FusedMoEFFN(torch.autograd.Function):
         # the destination row of each sorted slot: its token (weighted sum) or the slot itself (per-slot output)
         dest_N = slots.token_idx_N if weighted else slots.slot_idx_N
         w_N = weights_TK.reshape(-1).index_select(0, slots.slot_idx_N) if weighted else None
-        out = x_TD.new_zeros((T, D) if weighted else (T * k, D), dtype=torch.float32 if weighted else x_TD.dtype)
+        acc = accumulation_dtype(x_TD.dtype)
+        out = x_TD.new_zeros((T, D) if weighted else (T * k, D), dtype=acc if weighted else x_TD.dtype)
         h_NF = x_TD.new_empty(slots.num_rows, w1_EDF.shape[2])
         g_NF = torch.empty_like(h_NF) if w3_EDF is not None else None
         chunks = _per_expert(counts, slots.token_idx_N, dest_N, h_NF, g_NF, w_N)
@@ -101,7 +102,7 @@ class _FusedMoEFFN(torch.autograd.Function):
             else:
                 # weighting the F-wide activation costs less than the D-wide output when F < D
                 y_nD = a_nF.mul_(w_n[:, None]) @ w2_EFD[e]
-                out.index_add_(0, dest_n, y_nD.float())
+                out.index_add_(0, dest_n, y_nD.to(acc))
         ctx.save_for_backward(x_TD, w1_EDF, w2_EFD, w3_EDF, weights_TK, h_NF, g_NF, w_N, slots.token_idx_N, dest_N)
         ctx.counts, ctx.slot_idx_N, ctx.activation = counts, slots.slot_idx_N, activation
         return out.to(x_TD.dtype) if weighted else out.view(T, k, D)
@@ -112,9 +113,10 @@ class _FusedMoEFFN(torch.autograd.Function):
         counts, activation = ctx.counts, ctx.activation
         need_x, need_w, need_w1, need_w2, need_w3 = ctx.needs_input_grad[:5]
         dtype = x_TD.dtype
+        acc = accumulation_dtype(dtype)
         grad_RD = grad_out.reshape(-1, x_TD.shape[1]).to(dtype)
-        dx_TD = torch.zeros(x_TD.shape, dtype=torch.float32) if need_x else None
-        dw_N = torch.empty(token_idx_N.shape[0], dtype=torch.float32) if w_N is not None and need_w else None
+        dx_TD = torch.zeros(x_TD.shape, dtype=acc) if need_x else None
+        dw_N = torch.empty(token_idx_N.shape[0], dtype=acc) if w_N is not None and need_w else None
         dw1 = torch.zeros_like(w1_EDF) if need_w1 else None
         dw2 = torch.zeros_like(w2_EFD) if need_w2 else None
         dw3 = torch.zeros_like(w3_EDF) if need_w3 and w3_EDF is not None else None
@@ -126,7 +128,7 @@ class _FusedMoEFFN(torch.autograd.Function):
             da_nF = dy_nD @ w2_EFD[e].t()
             if w_n is not None:
                 if dw_n is not None:
-                    torch.linalg.vecdot(da_nF.float(), a_nF.float(), out=dw_n)
+                    torch.linalg.vecdot(da_nF.to(acc), a_nF.to(acc), out=dw_n)
                 da_nF.mul_(w_n[:, None])
                 a_nF.mul_(w_n[:, None])
             if dw2 is not None:
@@ -142,10 +144,10 @@ class _FusedMoEFFN(torch.autograd.Function):
                 dx_nD = dh_nF @ w1_EDF[e].t()
                 if dg_nF is not None:
                     dx_nD.addmm_(dg_nF, w3_EDF[e].t())
-                dx_TD.index_add_(0, tok_n, dx_nD.float())
+                dx_TD.index_add_(0, tok_n, dx_nD.to(acc))
         dweights = None
         if dw_N is not None:
-            flat = torch.zeros(weights_TK.numel(), dtype=torch.float32).index_copy_(0, ctx.slot_idx_N, dw_N)
+            flat = torch.zeros(weights_TK.numel(), dtype=acc).index_copy_(0, ctx.slot_idx_N, dw_N)
             dweights = flat.view_as(weights_TK).to(weights_TK.dtype)
         dx = dx_TD.to(dtype) if dx_TD is not None else None
         return dx, dweights, dw1, dw2, dw3, None, None

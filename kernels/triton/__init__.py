@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-__all__ = ["TRITON_PRIORITY", "interpreter_requested", "triton_moe_ffn", "triton_unsupported"]
+__all__ = ["TRITON_PRIORITY", "interpreter_requested", "triton_moe_ffn", "triton_prepare", "triton_unsupported"]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -91,6 +91,31 @@ def triton_unsupported(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.T
     if dev.type == "cuda" and x_TD.dtype == torch.bfloat16 and torch.cuda.get_device_capability(dev) < (8, 0):
         return f"bfloat16 needs compute capability 8.0, {torch.cuda.get_device_name(dev)} has less"
     return None
+
+
+def triton_prepare(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> None:
+    """The compile step: import the kernels and, on CUDA, jit them with one tiny forward + backward in ``x``'s
+    dtype (tiles as wide as on real shapes), so that a kernel that does not build on this GPU or toolchain fails
+    here, once, and ``auto`` moves on, rather than in the middle of a training step. Under the interpreter
+    there is nothing to compile, only the import."""
+    from .moe import moe_ffn_triton
+
+    if x_TD.device.type != "cuda":
+        return
+    dev, dtype = x_TD.device, x_TD.dtype
+    T, D, F_, E, k = 16, 256, 256, 2, 2
+    gen = torch.Generator(device=dev).manual_seed(0)  # the caller's random stream stays untouched
+
+    def leaf(*size: int) -> torch.Tensor:
+        return (torch.randn(*size, device=dev, generator=gen) / size[-2] ** 0.5).to(dtype).requires_grad_()
+
+    x, weights = leaf(T, D), leaf(T, k)
+    w1, w2, w3 = leaf(E, D, F_), leaf(E, F_, D), leaf(E, D, F_) if w3_EDF is not None else None
+    ids = torch.arange(T * k, device=dev).remainder(E).view(T, k)
+    with torch.enable_grad():
+        y = moe_ffn_triton(x, ids, weights, w1, w2, w3, "swiglu" if w3 is not None else "gelu")
+        y.backward(torch.ones_like(y))
+    torch.cuda.synchronize(dev)
 
 
 def triton_moe_ffn(

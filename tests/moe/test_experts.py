@@ -485,3 +485,16 @@ def test_module_experts_reject_out_of_range_ids():
         experts(torch.randn(2, 4), torch.tensor([[5], [1]]), torch.ones(2, 1))
     with pytest.raises(ZooValueError, match="^ids="):
         experts(torch.randn(2, 4), torch.tensor([[-2], [1]]), torch.ones(2, 1))
+
+
+def test_special_and_gated_shared_experts_are_exact_in_fp64():
+    """fp64 inputs are computed in fp64 (the fp32 paths accumulate in fp32 as before): gradcheck passes."""
+    torch.manual_seed(0)
+    special = make_special().double()
+    ids = torch.tensor([[0, 4], [5, 6], [3, 1], [7, 2]])
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(4, 2, dtype=torch.float64, requires_grad=True)
+    assert special(x, ids, w)[0].dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x, w: special(x, ids, w)[0], (x, w))
+    shared = SharedExperts(6, 5, num_shared=2, gated=True).double()
+    assert torch.autograd.gradcheck(lambda x: shared(x), (x,))

@@ -22,7 +22,7 @@ from torch import nn
 from zoo.errors import check_arg
 from zoo.kernels import ACTIVATIONS, backends, moe_ffn
 from zoo.kernels.activations import GATED, apply_activation
-from zoo.kernels.dispatch import combine, sort_slots
+from zoo.kernels.dispatch import accumulation_dtype, combine, sort_slots
 
 
 class Experts(nn.Module, abc.ABC):
@@ -157,15 +157,16 @@ class SpecialExperts(nn.Module):
             total = kept.sum(-1, keepdim=True)
             renormalize = is_zero.any(-1, keepdim=True) & (total > 0)
             weights_TK = torch.where(renormalize, kept / total.clamp_min(1e-20), kept)
-        y_TD = torch.zeros_like(x_TD, dtype=torch.float32)
+        acc = accumulation_dtype(x_TD.dtype)  # fp32, or fp64 for fp64 inputs
+        y_TD = torch.zeros_like(x_TD, dtype=acc)
         lo, hi = self.id_range("copy")
         copy_w = torch.where((ids_TK >= lo) & (ids_TK < hi), weights_TK, 0.0).sum(-1)
-        y_TD = y_TD + copy_w[:, None] * x_TD.float()
+        y_TD = y_TD + copy_w[:, None] * x_TD.to(acc)
         lo, _ = self.id_range("constant")
         for c in range(self.counts["constant"]):
             w_T = torch.where(ids_TK == lo + c, weights_TK, 0.0).sum(-1)
-            alpha_T2 = torch.softmax(x_TD.float() @ self.constant_mix[c].float(), dim=-1)
-            out_TD = alpha_T2[:, :1] * x_TD.float() + alpha_T2[:, 1:] * self.constant_vectors[c].float()
+            alpha_T2 = torch.softmax(x_TD.to(acc) @ self.constant_mix[c].to(acc), dim=-1)
+            out_TD = alpha_T2[:, :1] * x_TD.to(acc) + alpha_T2[:, 1:] * self.constant_vectors[c].to(acc)
             y_TD = y_TD + w_T[:, None] * out_TD
         is_special = ids_TK >= self.first_id
         ffn_ids = torch.where(is_special, torch.full_like(ids_TK, -1), ids_TK)
@@ -207,7 +208,8 @@ class SharedExperts(nn.Module):
             h_TF = h_TSF.reshape(h_TF.shape)
         y_TD = h_TF @ self.w2.to(dtype)
         if self.gate is not None:
-            gate_T1 = F.linear(x_TD.float(), self.gate.weight.float())
+            acc = accumulation_dtype(x_TD.dtype)
+            gate_T1 = F.linear(x_TD.to(acc), self.gate.weight.to(acc))
             y_TD = y_TD * torch.sigmoid(gate_T1).to(dtype)
         return y_TD
 
