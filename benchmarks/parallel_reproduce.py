@@ -1,4 +1,4 @@
-"""Wall time of ``zoo leaderboard reproduce`` on a board's smoke tier: one process against worker processes and Ray.
+"""Wall time of ``zoo leaderboard reproduce`` on a board's tier: one process against worker processes and Ray.
 
 What it measures
     For each board, the whole command as a user runs it, each variant in a fresh Python process, in one scratch
@@ -12,12 +12,14 @@ What it measures
 
     It prints the seconds of each and their ratio to ``seq``, the mean per-run overhead of Ray against ``jobs``
     (``(ray − jobs) · N / runs``), and whether every variant's checked metrics equal those of ``seq-1t`` (the
-    workers run one thread, so that is the run they must match bit for bit). The CPU flags and the load average
+    workers run one thread, so that is the run they must match bit for bit; without ``seq-1t``, the first variant
+    measured). The CPU flags and the load average
     are printed with the table: compare only ratios measured in one run.
 
 How to run it
     .venv/bin/python benchmarks/parallel_reproduce.py --boards forecasting.m3 graph.prompt-transfer
     .venv/bin/python benchmarks/parallel_reproduce.py --boards recsys.ml100k-mtl --variants seq jobs --json out.json
+    .venv/bin/python benchmarks/parallel_reproduce.py --boards forecasting.convergence --tier full --variants seq jobs
 """
 
 from __future__ import annotations
@@ -50,19 +52,19 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def variant_argv(variant: str, board: str, jobs: int) -> list[str]:
-    argv = ["leaderboard", "reproduce", board, "--tier", "smoke", "--force", "--no-progress"]
+def variant_argv(variant: str, board: str, jobs: int, tier: str) -> list[str]:
+    argv = ["leaderboard", "reproduce", board, "--tier", tier, "--force", "--no-progress"]
     return argv + {"seq": [], "seq-1t": ["--threads", "1"], "jobs": ["--jobs", str(jobs)],
                    "ray": ["--executor", "ray", "--jobs", str(jobs)]}[variant]
 
 
-def run_variant(board: str, variant: str, jobs: int, workdir: Path) -> tuple[float, dict]:
+def run_variant(board: str, variant: str, jobs: int, tier: str, workdir: Path) -> tuple[float, dict]:
     """Seconds of the command and its results ({(row, seed): checked metrics})."""
     root = workdir / variant
     (root / "leaderboards").mkdir(parents=True)
     shutil.copy(REPO / "leaderboards" / f"{board}.yaml", root / "leaderboards")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), *variant_argv(variant, board, jobs)], cwd=root,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), *variant_argv(variant, board, jobs, tier)], cwd=root,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -72,7 +74,7 @@ def run_variant(board: str, variant: str, jobs: int, workdir: Path) -> tuple[flo
     spec = leaderboard.load_spec(board)
     checked = {m.key for m in spec.metrics if m.checked}
     results = {}
-    for path in sorted((root / "leaderboards" / "results" / board).glob("*/smoke-s*.json")):
+    for path in sorted((root / "leaderboards" / "results" / board).glob(f"*/{tier}-s*.json")):
         record = json.loads(path.read_text())
         results[record["row"], record["seed"]] = {k: v for k, v in record["metrics"].items() if k in checked}
     return seconds, results
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--boards", nargs="+", default=["forecasting.m3", "graph.prompt-transfer"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--tier", default="smoke", choices=["smoke", "full"])
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, flags: {cpu_flags()}; "
@@ -90,15 +93,15 @@ def main() -> None:
     rows = []
     for board in args.boards:
         with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
-            measured = {v: run_variant(board, v, args.jobs, Path(tmp)) for v in args.variants}
+            measured = {v: run_variant(board, v, args.jobs, args.tier, Path(tmp)) for v in args.variants}
         base = measured.get("seq", next(iter(measured.values())))[0]
         reference = measured.get("seq-1t", next(iter(measured.values())))[1]
         runs = len(reference)
         for variant, (seconds, results) in measured.items():
-            row = {"board": board, "variant": variant, "runs": runs, "seconds": round(seconds, 1),
+            row = {"board": board, "tier": args.tier, "variant": variant, "runs": runs, "seconds": round(seconds, 1),
                    "ratio": round(seconds / base, 2), "same_metrics": results == reference}
             rows.append(row)
-            print(f"{board:24s} {variant:7s} {runs:3d} runs {seconds:7.1f} s  × seq {seconds / base:5.2f}  "
+            print(f"{board:24s} {args.tier:5s} {variant:7s} {runs:3d} runs {seconds:7.1f} s  × seq {seconds / base:5.2f}  "
                   f"metrics equal seq-1t: {results == reference}")
         if "ray" in measured and "jobs" in measured:
             overhead = (measured["ray"][0] - measured["jobs"][0]) * args.jobs / runs
