@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.config import records_of
 from zoo.errors import ZooValueError
 
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "not held", "inconclusive", "not measured"
@@ -47,22 +48,10 @@ def parse_claims(raw: Any, metrics: dict[str, str], rows: set[str], where: str) 
     Args:
         where: the board file, for error messages.
     """
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ZooValueError(f"{where}: claims must be a list, got {type(raw).__name__}")
-    claims = []
-    for i, item in enumerate(raw):
-        at = f"{where}: claims[{i}]"
-        if not isinstance(item, dict):
-            raise ZooValueError(f"{at}: must be a mapping, got {type(item).__name__}")
-        try:
-            claim = Claim(**item)
-        except TypeError as err:
-            raise ZooValueError(f"{at}: {err}") from None
+    claims = records_of(raw, Claim, f"{where}: claims")
+    for at, claim in claims:
         _check_claim(claim, metrics, rows, at)
-        claims.append(claim)
-    return tuple(claims)
+    return tuple(claim for _, claim in claims)
 
 
 def _check_claim(c: Claim, metrics: dict[str, str], rows: set[str], at: str) -> None:

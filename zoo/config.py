@@ -110,6 +110,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def records_of(raw: Any, cls: type[C], where: str) -> list[tuple[str, C]]:
+    """A YAML list of mappings as ``cls`` dataclasses, each with the ``where[i]`` its errors should name; a
+    missing list is empty; anything else, or an unknown or missing field, is a one-line error."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ZooValueError(f"{where} must be a list, got {type(raw).__name__}")
+    out = []
+    for i, item in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise ZooValueError(f"{at}: must be a mapping, got {type(item).__name__}")
+        try:
+            out.append((at, cls(**item)))
+        except TypeError as err:
+            raise ZooValueError(f"{at}: {err}") from None
+    return out
+
+
 def recipe_names(task: str) -> list[str]:
     folder = configs_dir() / task
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []

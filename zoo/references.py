@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.config import records_of
 from zoo.errors import ZooValueError
 
 Stat = tuple[float, float, int]  # mean, sample std, n
@@ -38,19 +39,8 @@ def parse_references(raw: Any, metrics: set[str], rows: set[str], where: str) ->
     Args:
         where: the board file, for error messages.
     """
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ZooValueError(f"{where}: references must be a list, got {type(raw).__name__}")
     refs = []
-    for i, item in enumerate(raw):
-        at = f"{where}: references[{i}]"
-        if not isinstance(item, dict):
-            raise ZooValueError(f"{at}: must be a mapping, got {type(item).__name__}")
-        try:
-            ref = Reference(**item)
-        except TypeError as err:
-            raise ZooValueError(f"{at}: {err}") from None
+    for at, ref in records_of(raw, Reference, f"{where}: references"):
         for key in ("name", "source", "protocol"):
             if not isinstance(getattr(ref, key), str) or not getattr(ref, key).strip():
                 raise ZooValueError(f"{at}: {key!r} must be a non-empty text")
