@@ -427,8 +427,8 @@ def reproduce(
     Args:
         progress: show one overall bar; the runs' own Lightning bars stay off so it is the only one.
         jobs: with the local executor, 1 runs in this process, one run after another, and N > 1 runs N at a time in
-            worker processes (a fresh one per run); with Ray and no ``address``, the local instance gets
-            ``jobs`` × ``threads`` CPUs (``jobs`` 1: all of them).
+            N worker processes; with Ray and no ``address``, the local instance gets ``jobs`` × ``threads`` CPUs
+            (``jobs`` 1: all of them).
         threads: torch threads of each worker (default 1, so results do not depend on ``jobs``); in-process runs
             keep this process's setting.
         executor: ``local`` or ``ray`` (see :mod:`zoo.executors`).
@@ -450,12 +450,12 @@ def reproduce(
     local_workers = executors.LocalProcesses(jobs, _worker_imports(spec.task)) \
         if executor == "local" and jobs > 1 else None  # made first: its server imports torch while this process works
     if not force:
-        todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
-        if len(todo) < len(runs):
-            console.print(f"{board} {tier}: skipped {len(runs) - len(todo)} of {len(runs)} runs whose results "
-                          "exist with the same config hash (--force redoes them)", markup=False, highlight=False,
-                          soft_wrap=True)
-        runs = todo
+        try:
+            runs = _without_current(spec, runs, tier, console)
+        except BaseException:
+            if local_workers is not None:
+                local_workers.close()
+            raise
     worker_threads = None if in_process else threads or 1
     cwd = str(Path.cwd())
     todo_jobs = [executors.Job(spec, row, tier, seed, worker_threads, cwd, **_resources(spec, row, worker_threads))
@@ -485,8 +485,9 @@ def reproduce(
     elif local_workers is not None:
         runner = local_workers
     else:
-        runner = executors.RayTasks(address, jobs * (threads or 1) if jobs > 1 else None, report=lambda line: console.print(
-            line, style="yellow", markup=False, highlight=False, soft_wrap=True))
+        runner = executors.RayTasks(address, jobs * (threads or 1) if jobs > 1 else None,
+                                    report=lambda line: console.print(line, style="yellow", markup=False,
+                                                                      highlight=False, soft_wrap=True))
     with _overall_progress(console, progress) as bar:
         task = bar.add_task(f"{board} {tier}", total=len(todo_jobs), running=0, failed=0)
         try:
@@ -505,6 +506,18 @@ def reproduce(
     if failures:
         raise RunsFailedError(board, tier, failures, len(todo_jobs), written)
     return written
+
+
+def _without_current(spec: BoardSpec, runs: list[tuple[RowSpec, int]], tier: str,
+                     console: Any) -> list[tuple[RowSpec, int]]:
+    """The runs whose results file is missing or was made from another config than the run's now; says how many
+    were skipped."""
+    todo = [(row, seed) for row, seed in runs if not _is_current(spec, row, tier, seed)]
+    if len(todo) < len(runs):
+        console.print(f"{spec.name} {tier}: skipped {len(runs) - len(todo)} of {len(runs)} runs whose results exist "
+                      "with the same config hash (--force redoes them)", markup=False, highlight=False,
+                      soft_wrap=True)
+    return todo
 
 
 def _bar_fields(board: str, tier: str, running: list[Any], failed: int) -> dict[str, Any]:
