@@ -26,9 +26,11 @@ class DataConfig:
     - ``simulator``: the seeded Kuaishou-like feed of :func:`.synthetic.kuaishou_sim` (long_view + five
       interaction tasks, four of them sparse); ``simulator`` holds its keyword arguments (``n_users``,
       ``n_items``, ``mean_impressions``, ``rates``, ``random_exposure``...);
-    - ``mmoe_synthetic``: MMoE's two regression tasks of correlation ``p`` (:func:`.synthetic.mmoe_synthetic`,
-      ``dim`` features); ``n_train`` training rows, then ``n_val`` more rows of the training stream as the
-      validation split, and ``n_test`` test rows.
+    - ``mmoe_synthetic``: MMoE's two regression tasks of correlation ``p`` in [-1, 1]
+      (:func:`.synthetic.mmoe_synthetic`, ``dim`` features; the paper's scale constant ``c``, ``m`` sine terms
+      with ``α_i``, ``β_i`` ~ N(0, ``sine_sd``²), label noise of standard deviation ``noise_sd``); ``n_train``
+      training rows, then ``n_val`` more rows of the training stream as the validation split, and ``n_test``
+      test rows.
 
     ``seed`` is the data seed (watch negatives, the simulator's population, the synthetic draws); it stays
     fixed across a board's seeds, which vary the model's initialisation and batch order only.
@@ -50,6 +52,10 @@ class DataConfig:
     n_val: int = 1_000
     n_test: int = 1_000
     dim: int = 100
+    c: float = 1.0
+    m: int = 10
+    sine_sd: float = 1.0
+    noise_sd: float = 0.1
     batch_size: int = 1024
     eval_batch_size: int = 8192
 
@@ -61,7 +67,10 @@ class DataConfig:
         check_arg(self.negatives >= 1, "data.negatives", self.negatives, "at least 1")
         check_arg(self.max_history >= 1, "data.max_history", self.max_history, "at least 1")
         check_arg(self.max_users is None or self.max_users >= 1, "data.max_users", self.max_users, "None or >= 1")
-        check_arg(0.0 <= self.p <= 1.0, "data.p", self.p, "a task correlation in [0, 1]")
+        check_arg(-1.0 <= self.p <= 1.0, "data.p", self.p, "a task correlation in [-1, 1]")
+        check_arg(self.c > 0 and self.m >= 0 and self.sine_sd >= 0 and self.noise_sd >= 0,
+                  "data.c/m/sine_sd/noise_sd", (self.c, self.m, self.sine_sd, self.noise_sd),
+                  "c > 0 and m, sine_sd, noise_sd >= 0")
         check_arg(min(self.n_train, self.n_val, self.n_test) >= 1, "data.n_train/n_val/n_test",
                   (self.n_train, self.n_val, self.n_test), "at least 1 row each")
         check_arg(self.batch_size >= 1 and self.eval_batch_size >= 1, "data.batch_size",
@@ -93,11 +102,27 @@ class PredictConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop training once the validation loss (the row-weighted mean that also picks the kept epoch) has not
+    improved by more than ``min_delta`` for ``patience`` epochs; ``trainer.max_epochs`` stays the cap. ``patience``
+    None trains every epoch up to the cap."""
+
+    patience: int | None = None
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_arg(self.patience is None or self.patience >= 1, "early_stopping.patience", self.patience,
+                  "None or a positive int")
+        check_arg(self.min_delta >= 0, "early_stopping.min_delta", self.min_delta, "a non-negative float")
+
+
+@dataclass
 class RecsysConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3))
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 3})
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     seed: int = 0
 

@@ -50,7 +50,8 @@ CONSEQUENCE = {"train": "its loss only pushes its scores down",
 def load_source(cfg: DataConfig) -> RecData | MMoESynthetic:
     """The rows of ``cfg.source`` (see :class:`~.config.DataConfig`)."""
     if cfg.source == "mmoe_synthetic":
-        return mmoe_synthetic(cfg.p, n_train=cfg.n_train + cfg.n_val, n_test=cfg.n_test, dim=cfg.dim, seed=cfg.seed)
+        return mmoe_synthetic(cfg.p, n_train=cfg.n_train + cfg.n_val, n_test=cfg.n_test, dim=cfg.dim, c=cfg.c,
+                              m=cfg.m, sine_sd=cfg.sine_sd, noise_sd=cfg.noise_sd, seed=cfg.seed)
     if cfg.source == "simulator":
         options = dict(cfg.simulator)
         for key in ("seed", "max_history", "long_tail_max"):

@@ -14,14 +14,19 @@ Binary tasks (MovieLens derived tasks, the simulator), per task t over the test 
   every expert layer; Shared-Bottom: its bottom layers; a SiLU unit below zero counts as <= 0 too, but HoME's
   BatchNorm centres every unit, so its experts read about 0) and ``test/min_shared_usage`` = min over tasks of
   the mean gate weight on the shared experts (MMoE and the one-gate models: every expert is shared, so 1;
-  CGC/PLE: the shared bank of the last level; HoME: the global experts of the task layer). A metric a model has
-  no parts for (DIN, Shared-Bottom's gates, AW-MoE's FFN expert units) is absent, not NaN.
+  CGC/PLE: the shared bank of the last level; HoME: the global experts of the task layer);
+  ``test/effective_rank`` = the entropy-based effective rank (:func:`.metrics.effective_rank`) of each expert's
+  output matrix over every test row ([N, H], not centred; its singular values from the streamed Gram matrix
+  AᵀA), averaged over the experts of each expert layer (``test/effective_rank/<layer>``) and over all experts
+  of all layers (``test/effective_rank``). A metric a model has no parts for (DIN, Shared-Bottom's gates,
+  AW-MoE's FFN expert units) is absent, not NaN.
 
 A task with no positive label in the test split (a sparse task on a small subset) gets NaN AUC/GAUC, a logged
 warning, and is counted in ``test/tasks_without_positives``; the means skip it. MMoE synthetic (regression):
 ``test/mse/<t>`` and ``test/mse_mean`` on the test rows.
 
-Also reported: ``train/best_epoch`` and ``val/best_loss`` (the epoch whose weights were kept).
+Also reported: ``train/best_epoch`` and ``val/best_loss`` (the epoch whose weights were kept) and
+``train/epochs`` (validation epochs run: fewer than ``trainer.max_epochs`` when early stopping ended training).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 
 from .data import RecsysDataModule
-from .metrics import DEAD_SHARE, auc, gauc
+from .metrics import DEAD_SHARE, auc, effective_rank, gauc
 from .models import Diagnostics
 
 log = logging.getLogger(__name__)
@@ -44,12 +49,13 @@ SPARSE_RATE = 0.05  # a task with fewer positives than this in train is "sparse"
 
 @dataclass
 class CollapseCounter:
-    """Streams :class:`~.models.Diagnostics` over batches: per expert unit, how many rows it was <= 0 on, and per
-    task the summed gate weight on shared experts, so the diagnostics cover every test row without keeping
-    their activations."""
+    """Streams :class:`~.models.Diagnostics` over batches: per expert unit, how many rows it was <= 0 on, per
+    expert the Gram matrix of its outputs, and per task the summed gate weight on shared experts, so the
+    diagnostics cover every test row without keeping their activations."""
 
     rows: int = 0
     nonpositive: dict[str, torch.Tensor] = field(default_factory=dict)
+    gram: dict[str, torch.Tensor] = field(default_factory=dict)
     shared: list[float] = field(default_factory=list)
 
     def update(self, diag: Diagnostics, batch_size: int) -> None:
@@ -57,6 +63,9 @@ class CollapseCounter:
         for key, acts_BnH in diag.expert_acts.items():
             count = (acts_BnH <= 0).sum(0)
             self.nonpositive[key] = self.nonpositive[key] + count if key in self.nonpositive else count
+            a = acts_BnH.double()
+            gram_nHH = torch.einsum("bnh,bnk->nhk", a, a)
+            self.gram[key] = self.gram[key] + gram_nHH if key in self.gram else gram_nHH
         if diag.task_gates and diag.shared_experts:
             sums = [float(g[:, diag.shared_experts].sum()) for g in diag.task_gates]
             self.shared = [a + b for a, b in zip(self.shared, sums)] if self.shared else sums
@@ -69,6 +78,17 @@ class CollapseCounter:
 
     def min_shared_usage(self) -> float | None:
         return min(s / self.rows for s in self.shared) if self.shared and self.rows else None
+
+    def effective_ranks(self) -> dict[str, float]:
+        """Per expert layer, the mean over its experts of their outputs' effective rank (σ = the square roots of
+        the Gram matrix's eigenvalues), and under ``""`` the mean over every expert; empty without experts."""
+        per_layer, every = {}, []
+        for key, gram_nHH in self.gram.items():
+            sv_nH = torch.linalg.eigvalsh(gram_nHH).clamp_min(0.0).sqrt()
+            ranks = [effective_rank(sv) for sv in sv_nH]
+            per_layer[key] = float(np.mean(ranks))
+            every.extend(ranks)
+        return {"": float(np.mean(every)), **per_layer} if every else {}
 
 
 @dataclass
@@ -162,6 +182,8 @@ def metrics_from_scores(scores: SplitScores, tasks: tuple[str, ...], regression:
         out["zero_act"] = zero_act
     if shared is not None:
         out["min_shared_usage"] = shared
+    for layer, rank in scores.collapse.effective_ranks().items():
+        out[f"effective_rank/{layer}" if layer else "effective_rank"] = rank
     return out
 
 
@@ -182,4 +204,6 @@ def evaluate(cfg, trainer, module, dm: RecsysDataModule) -> dict[str, float]:
     if getattr(module, "best_epoch", None) is not None:
         out["train/best_epoch"] = float(module.best_epoch)
         out["val/best_loss"] = float(module.best_loss)
+    if getattr(module, "epochs_run", 0):
+        out["train/epochs"] = float(module.epochs_run)
     return out

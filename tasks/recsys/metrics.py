@@ -10,6 +10,9 @@
   "expert collapse" (ReLU experts above 90 % dead).
 - :func:`min_shared_usage`: the smallest, over tasks, mean gate weight that a task puts on the shared experts,
   HoME's "expert degradation" (shared experts taken by one task).
+- :func:`effective_rank`: ``exp(H(σ / Σσ))`` of a matrix's singular values σ (H the Shannon entropy, natural
+  log): how many directions an expert's outputs really use, between 1 (rank one) and min(rows, columns) (all
+  singular values equal); a collapsed expert has a low one even when its units are not dead.
 
 A split where a task has a single class (a smoke-sized test split without a rare positive) is not an error:
 :func:`auc` returns NaN and :func:`gauc` a NaN value with zero users used, so an evaluation loop over tasks goes
@@ -108,6 +111,26 @@ def zero_activation_ratio(acts: Any, dead_share: float = DEAD_SHARE) -> float:
                             f"{[p.shape[0] for p in parts]}")
     dead = np.concatenate([(p <= 0).mean(axis=0) >= dead_share for p in parts])
     return float(dead.mean())
+
+
+def effective_rank(singular_values: Any) -> float:
+    """``exp(-Σ_i q_i log q_i)`` with ``q = σ / Σσ``: the entropy-based effective rank from a matrix's singular
+    values σ (zero ones add nothing); NaN when every σ is 0 (a zero matrix)."""
+    sv = _numpy(singular_values).astype(np.float64).ravel()
+    if not np.all(sv >= 0):
+        raise ZooValueError(f"singular values must be finite and >= 0, got min {sv.min() if sv.size else None}")
+    total = sv.sum()
+    if not total > 0:
+        return float("nan")
+    q = sv[sv > 0] / total
+    return float(np.exp(-(q * np.log(q)).sum()))
+
+
+def matrix_effective_rank(matrix: Any) -> float:
+    """:func:`effective_rank` of ``matrix`` [N, H] (e.g. one expert's outputs over N rows)."""
+    a = _numpy(matrix).astype(np.float64)
+    check_arg(a.ndim == 2, "matrix.shape", a.shape, "[N, H]")
+    return effective_rank(np.linalg.svd(a, compute_uv=False))
 
 
 def shared_usage(gate_weights: Mapping[str, Any] | Sequence[Any],

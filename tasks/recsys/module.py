@@ -7,7 +7,9 @@ error for the MMoE synthetic regression. A task with no defined label in a batch
 sum the task losses with equal weights; so do we.
 
 The epoch with the lowest validation loss is kept (``ZooModule.selection_score``): its weights are restored when
-fitting ends and saved as ``checkpoints/best.ckpt``, so the test metrics and published weights are those.
+fitting ends and saved as ``checkpoints/best.ckpt``, so the test metrics and published weights are those. With
+``early_stopping.patience`` set, Lightning's ``EarlyStopping`` on the same loss (logged as ``val/epoch_loss``)
+ends training once it has not improved for that many epochs, ``trainer.max_epochs`` being the cap.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
 from zoo.module import StepOutput, ZooModule
 from zoo.optim import OptimConfig
 
-from .config import RecsysConfig
+from .config import EarlyStoppingConfig, RecsysConfig
 from .models import InputSpec, RecsysModel, build_model
+
+EPOCH_LOSS = "val/epoch_loss"  # the row-weighted validation loss of an epoch: early stopping and the kept epoch
 
 
 def masked_task_losses(pred_BT: torch.Tensor, labels_BT: torch.Tensor, mask_BT: torch.Tensor,
@@ -44,10 +50,21 @@ class RecsysModule(ZooModule):
     """One row batch per step (see :mod:`.data`); keeps the best validation epoch."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig | None = None, *, tasks: tuple[str, ...] = (),
-                 regression: bool = False) -> None:
+                 regression: bool = False, early_stopping: EarlyStoppingConfig | None = None) -> None:
         super().__init__(model, optim=optim)
         self.tasks, self.regression = tuple(tasks), regression
+        self.early_stopping = early_stopping or EarlyStoppingConfig()
+        self.epochs_run = 0
         self._val_sum, self._val_rows = 0.0, 0
+
+    def configure_callbacks(self) -> list[Callback]:
+        """``EarlyStopping`` on ``val/epoch_loss`` when ``early_stopping.patience`` is set (checked after each
+        validation epoch only, so a run without validation never stops early)."""
+        stop = self.early_stopping
+        if stop.patience is None:
+            return []
+        return [EarlyStopping(monitor=EPOCH_LOSS, mode="min", patience=stop.patience, min_delta=stop.min_delta,
+                              check_on_train_epoch_end=False)]
 
     def step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         out = self.model(batch)
@@ -63,6 +80,12 @@ class RecsysModule(ZooModule):
         self._val_sum += float(out["loss"]) * n
         self._val_rows += n
         return out
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self._val_rows:
+            self.epochs_run += 1
+            self.log(EPOCH_LOSS, self._val_sum / self._val_rows, sync_dist=self.sync_dist)
+        super().on_validation_epoch_end()
 
     def selection_score(self) -> float | None:
         """Minus the validation loss of the epoch (row-weighted mean), so the lowest loss is kept."""
@@ -84,4 +107,4 @@ def build_network(cfg: RecsysConfig, info: Mapping[str, Any]) -> RecsysModel:
 
 def build_module(cfg: RecsysConfig, info: Mapping[str, Any]) -> RecsysModule:
     return RecsysModule(build_network(cfg, info), cfg.optim, tasks=tuple(info["tasks"]),
-                        regression=bool(info["regression"]))
+                        regression=bool(info["regression"]), early_stopping=cfg.early_stopping)

@@ -6,14 +6,18 @@ Seeding: these generators draw a population or a split as a whole, each random c
 ``default_rng(SeedSequence([seed, stream]))`` (the MMoE splits: stream = split id), and changing one component
 (another target rate, a longer test split) leaves the others' draws as they were.
 
-**(A) MMoE synthetic** (Ma et al., KDD 2018, §3.2; constants unverified, fixed here for the board):
-``d`` = 100, ``u1``, ``u2`` orthonormal; ``w1 = c·u1``, ``w2 = c·(p·u1 + sqrt(1 − p²)·u2)``; ``x ~ N(0, I)``;
-``y_t = w_tᵀx + Σ_{i≤m} sin(α_i·w_tᵀx + β_i) + ε``. Here ``c`` = 1 and ``m`` = 10 (the paper's); ``α_i``,
-``β_i`` ~ N(0, 0.01) and ``ε`` ~ N(0, 0.01), 0.01 read as the variance (standard deviation 0.1, the usual
-notation; replications that pass 0.01 to numpy's ``normal`` as the scale get a ten times weaker non-linearity).
-``u1``, ``u2``, ``α``, ``β``, ``x`` and ``ε`` do not depend on ``p``, so a sweep over ``p`` changes only how the
-tasks relate. The labels' Pearson correlation falls with ``p``: 0.98, 0.89, 0.51, 0.02 at p = 1, 0.9, 0.5,
-0 (seed 0, train; the noise keeps p = 1 below 1).
+**(A) MMoE synthetic** (Ma et al., KDD 2018, §3.2, steps 1-5): ``u1``, ``u2`` ∈ R^d orthogonal unit vectors;
+given a scale constant ``c`` and a correlation score −1 ≤ ``p`` ≤ 1, ``w1 = c·u1``, ``w2 = c·(p·u1 +
+sqrt(1 − p²)·u2)``; every element of ``x`` ~ N(0, 1); ``y_t = w_tᵀx + Σ_{i≤m} sin(α_i·w_tᵀx + β_i) + ε_t`` with
+``ε1``, ``ε2`` i.i.d. N(0, 0.01). The paper calls ``α_i``, ``β_i`` "given parameters that control the shape of
+the sinusoidal functions" and gives no values for ``c``, ``m``, ``α_i``, ``β_i``, nor says whether 0.01 is a
+variance or a standard deviation; its §5.1 uses d = 100. Our choices, all data-config fields: ``c`` = 1 (so
+``w_tᵀx`` ~ N(0, 1)), ``m`` = 10, ``α_i``, ``β_i`` drawn once per data seed from N(0, 1) (``sine_sd``; shared by
+both tasks, as the paper's equations share them), ``ε`` standard deviation 0.1 (``noise_sd``: 0.01 read as the
+variance). ``u1``, ``u2``, ``α``, ``β``, ``x`` and ``ε`` do not depend on ``p``, so a sweep over ``p`` changes
+only how the tasks relate. The labels' Pearson correlation grows with ``p`` (the paper's Figure 2 plots it
+against ``p``; it is exactly ``p`` when ``m`` = 0 and there is no noise): 0.99, 0.68, 0.09, 0.00 at p = 1, 0.9,
+0.5, 0 (seed 0, 10,000 rows).
 
 **(B) Kuaishou-like simulator** (:func:`kuaishou_sim`):
 
@@ -53,9 +57,9 @@ from zoo.errors import ZooValueError, check_arg
 from .movielens import RecData, RecSplit, behaviour_history, bucket, long_tail_users, time_split
 
 # --- (A) MMoE synthetic
-MMOE_C, MMOE_M = 1.0, 10
-MMOE_PARAM_SD = 0.1  # α_i, β_i ~ N(0, 0.01): variance 0.01
-MMOE_NOISE_SD = 0.1  # ε ~ N(0, 0.01)
+MMOE_C, MMOE_M = 1.0, 10  # our choices: the paper leaves c and m unspecified
+MMOE_SINE_SD = 1.0  # α_i, β_i ~ N(0, 1): our choice for the paper's "given parameters"
+MMOE_NOISE_SD = 0.1  # ε ~ N(0, 0.01), 0.01 read as the variance
 CONSTANTS, TRAIN, TEST = 0, 1, 2  # streams
 
 # --- (B) Kuaishou-like simulator
@@ -92,7 +96,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 @dataclass
 class MMoESynthetic:
     """Two regression tasks of correlation ``p``: ``x_*`` [N, d] float32, ``y_*`` [N, 2] float32 (columns task 1,
-    task 2); ``w`` [2, d] the tasks' weight vectors."""
+    task 2); ``w`` [2, d] the tasks' weight vectors, ``u`` [2, d] the orthonormal directions they are built from;
+    ``alpha``, ``beta`` [m] the sine parameters."""
 
     p: float
     x_train: np.ndarray
@@ -100,27 +105,44 @@ class MMoESynthetic:
     x_test: np.ndarray
     y_test: np.ndarray
     w: np.ndarray
+    u: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
 
 
-def mmoe_synthetic(p: float, *, n_train: int = 10_000, n_test: int = 1_000, dim: int = 100,
+def mmoe_synthetic(p: float, *, n_train: int = 10_000, n_test: int = 1_000, dim: int = 100, c: float = MMOE_C,
+                   m: int = MMOE_M, sine_sd: float = MMOE_SINE_SD, noise_sd: float = MMOE_NOISE_SD,
                    seed: int = 0) -> MMoESynthetic:
-    """MMoE's synthetic data with task correlation ``p`` in [0, 1] (see the module docstring)."""
-    check_arg(0.0 <= p <= 1.0, "p", p, "a task correlation in [0, 1]")
+    """MMoE's synthetic data (see the module docstring).
+
+    Args:
+        p: task correlation, the cosine similarity of ``w1`` and ``w2``, in [-1, 1].
+        n_train, n_test: rows of the training and test streams.
+        dim: input dimension d.
+        c: scale constant, ``|w_t| = c``.
+        m: number of sine terms.
+        sine_sd: standard deviation of the ``α_i``, ``β_i`` draws.
+        noise_sd: standard deviation of the label noise ``ε``.
+        seed: data seed.
+    """
+    check_arg(-1.0 <= p <= 1.0, "p", p, "a task correlation in [-1, 1]")
     check_arg(dim >= 2, "dim", dim, "at least 2 (two orthonormal directions)")
     check_arg(n_train >= 1 and n_test >= 1, "n_train, n_test", (n_train, n_test), "at least 1 row each")
+    check_arg(c > 0 and m >= 0 and sine_sd >= 0 and noise_sd >= 0, "c, m, sine_sd, noise_sd",
+              (c, m, sine_sd, noise_sd), "c > 0 and m, sine_sd, noise_sd >= 0")
     rng = _rng(seed, CONSTANTS)
     u = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T  # [2, d], orthonormal rows
-    alpha, beta = rng.normal(0.0, MMOE_PARAM_SD, size=(2, MMOE_M))
-    w = MMOE_C * np.stack([u[0], p * u[0] + np.sqrt(1.0 - p * p) * u[1]])
+    alpha, beta = rng.normal(0.0, sine_sd, size=(2, m))
+    w = c * np.stack([u[0], p * u[0] + np.sqrt(1.0 - p * p) * u[1]])
 
     def draw(n: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
         split_rng = _rng(seed, stream)
         x = split_rng.normal(size=(n, dim))
         z = x @ w.T  # [N, 2]
-        y = z + np.sin(alpha * z[..., None] + beta).sum(-1) + split_rng.normal(0.0, MMOE_NOISE_SD, size=(n, 2))
+        y = z + np.sin(alpha * z[..., None] + beta).sum(-1) + split_rng.normal(0.0, noise_sd, size=(n, 2))
         return x.astype(np.float32), y.astype(np.float32)
 
-    return MMoESynthetic(p, *draw(n_train, TRAIN), *draw(n_test, TEST), w)
+    return MMoESynthetic(p, *draw(n_train, TRAIN), *draw(n_test, TEST), w, u, alpha, beta)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Recsys data: RecBole atomic and GroupLens readers on fixtures, the MovieLens multi-task table (no time leakage,
-histories strictly earlier, watch negatives unobserved, labels and long-tail users as defined), the data card, the
-MMoE synthetic task correlation and the simulator's calibrated rates."""
+histories strictly earlier, watch negatives unobserved, labels and long-tail users as defined), the data card and
+the simulator's calibrated rates (MMoE's synthetic generator: test_recsys_mmoe_synthetic.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from zoo.tasks.recsys.movielens import (
     read_movielens,
     time_split,
 )
-from zoo.tasks.recsys.synthetic import RATES, calibrate_bias, kuaishou_sim, mmoe_synthetic, sigmoid
+from zoo.tasks.recsys.synthetic import RATES, calibrate_bias, kuaishou_sim, sigmoid
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -262,16 +262,6 @@ def test_ml100k_long_tail_users_have_at_most_20_train_ratings(ml100k):
 
 # --------------------------------------------------------------------------------------------------------------
 # Generators
-
-
-def test_mmoe_synthetic_label_correlation_falls_with_p():
-    corr = [np.corrcoef(mmoe_synthetic(p).y_train.T)[0, 1] for p in (1.0, 0.9, 0.5, 0.0)]
-    assert corr == sorted(corr, reverse=True)
-    assert corr[0] > 0.95 and abs(corr[-1]) < 0.1
-    a, b = mmoe_synthetic(1.0), mmoe_synthetic(0.5)
-    np.testing.assert_array_equal(a.x_train, b.x_train)  # only the tasks' relation moves with p
-    assert a.x_train.shape == (10_000, 100) and a.y_test.shape == (1_000, 2)
-    assert np.linalg.norm(b.w, axis=1) == pytest.approx([1.0, 1.0]) and b.w[0] @ b.w[1] == pytest.approx(0.5)
 
 
 def test_calibrate_bias_hits_the_target():
