@@ -319,12 +319,14 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing_half(root):
     import time
 
     psutil = pytest.importorskip("psutil")
-    slow = {"name": "slow", "recipe": "dense_m3-monthly", "config": {"trainer.max_epochs": 500}, "seeds": [0, 1, 2]}
+    # the full tier: the smoke tier's recipe overrides would cut the epochs back to 2
+    slow = {"name": "slow", "recipe": "dense_m3-monthly", "config": {"trainer.max_epochs": 500, "data.max_series": 60},
+            "seeds": [0, 1, 2]}
     write_spec(root, {**SPEC, "rows": [slow]})
     child = ("import sys; from pathlib import Path; from zoo import leaderboard; from zoo.cli import main; "
              "leaderboard.repo_root = lambda: Path(sys.argv[1]); sys.exit(main(sys.argv[2:]))")
     proc = subprocess.Popen([sys.executable, "-c", child, str(root), "leaderboard", "reproduce", "tiny", "--jobs",
-                             "2", "--no-progress"], cwd=root, stderr=subprocess.PIPE, text=True)
+                             "2", "--tier", "full", "--no-progress"], cwd=root, stderr=subprocess.PIPE, text=True)
     logs = root / "runs" / "leaderboard" / "tiny" / "slow"
     deadline = time.monotonic() + 180  # generous: a loaded machine starts workers slowly
     while len(list(logs.glob("*.log"))) < 2 and time.monotonic() < deadline:  # both workers are running
