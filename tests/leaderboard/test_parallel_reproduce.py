@@ -326,7 +326,8 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing_half(root):
     child = ("import sys; from pathlib import Path; from zoo import leaderboard; from zoo.cli import main; "
              "leaderboard.repo_root = lambda: Path(sys.argv[1]); sys.exit(main(sys.argv[2:]))")
     proc = subprocess.Popen([sys.executable, "-c", child, str(root), "leaderboard", "reproduce", "tiny", "--jobs",
-                             "2", "--tier", "full", "--no-progress"], cwd=root, stderr=subprocess.PIPE, text=True)
+                             "2", "--tier", "full", "--no-progress"], cwd=root, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     logs = root / "runs" / "leaderboard" / "tiny" / "slow"
     deadline = time.monotonic() + 180  # generous: a loaded machine starts workers slowly
     while len(list(logs.glob("*.log"))) < 2 and time.monotonic() < deadline:  # both workers are running
@@ -363,3 +364,12 @@ def test_workers_import_the_tasks_builders_once_not_its_predict():
     assert imports[:3] == ["torch", "lightning", "zoo.task"]
     assert "zoo.tasks.forecasting.builders" in imports
     assert not [m for m in imports if m.endswith(".predict")]
+
+
+def _default_sigint():
+    """In the child before exec: Ctrl-C's default action, even when this test runs in the background, where the
+    shell started it with SIGINT ignored and children would inherit that (Python then never raises
+    KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
