@@ -41,7 +41,10 @@ class SACConfig:
 class PPOConfig:
     """Hyper-parameters: SB3's / CleanRL's MuJoCo PPO defaults (rollout 2048, 10 epochs, minibatch 64, clip 0.2,
     GAE λ 0.95, grad-norm 0.5, width 64 as the reference) plus PMOE's K, Q-net learning rate and frequency-loss
-    weight (1, as the reference). ``rollout`` is the number of transitions per update, summed over ``num_envs``."""
+    weight (1, as the reference). ``rollout`` is the number of transitions per update, summed over ``num_envs``.
+    ``norm_adv``: advantages standardised per minibatch (CleanRL's ``--norm-adv``, on by default as there);
+    ``norm_reward``: rewards divided by the running std of a discounted return, as gymnasium's ``NormalizeReward``
+    wrapper (which CleanRL's ``ppo_continuous_action`` applies; off by default here, as SB3's PPO)."""
 
     num_experts: int = 4
     hidden: int = 64
@@ -58,6 +61,8 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     q_lr: float = 3e-4
     freq_coef: float = 1.0
+    norm_adv: bool = True
+    norm_reward: bool = False
 
 
 @dataclass

@@ -5,6 +5,10 @@
 an unknown id (naming the closest registered ones) and a non-Box action space (PMOE's experts are Gaussians over
 continuous actions). MuJoCo's warnings go to Python logging instead of ``MUJOCO_LOG.TXT`` in the working
 directory (MuJoCo's default handler writes that file wherever the user runs).
+
+``env_state`` / ``set_env_state`` save and restore an environment mid-episode (its RNG, its time-limit counter and
+its simulator state: MuJoCo's full integration state, or the two-goal point), so that a PPO checkpoint continues
+exactly where the uninterrupted run would be; they hold plain numbers and tensors (``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from zoo.errors import ZooValueError
@@ -89,6 +94,14 @@ class TwoGoalEnv(gym.Env):
         truncated = self.t >= self.max_steps and not reached
         return self.pos.astype(np.float32), reward, reached, truncated, {"goal": int(dist.argmin()) if reached else -1}
 
+    def get_state(self) -> dict[str, Any]:
+        """The episode's state: the point and the step count (the drawn trail restarts from the point)."""
+        return {"pos": self.pos.tolist(), "t": self.t}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.pos, self.t = np.asarray(state["pos"], np.float64), int(state["t"])
+        self.trail = [self.pos.copy()]
+
     def render(self, size: int = 160) -> np.ndarray:
         """A top view of the square [−1.5, 1.5] × [−0.5, 1.5]: goals in green, the path so far in blue."""
         frame = np.full((size, size, 3), 255, np.uint8)
@@ -134,3 +147,53 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def _time_limit(env: Any) -> gym.wrappers.TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def env_state(env: Any) -> dict[str, Any]:
+    """An environment's state mid-episode: its RNG, its elapsed steps and the simulator's state (a ``TwoGoalEnv``'s
+    point, a MuJoCo environment's ``mjSTATE_INTEGRATION``: time, positions, velocities, controls, warm start).
+
+    Raises:
+        ZooValueError: for an environment whose simulator state this module cannot read.
+    """
+    base = env.unwrapped
+    state: dict[str, Any] = {"rng": base.np_random.bit_generator.state}
+    limit = _time_limit(env)
+    if limit is not None:
+        state["elapsed"] = limit._elapsed_steps
+    if hasattr(base, "get_state"):
+        state["sim"] = base.get_state()
+    elif hasattr(base, "model") and hasattr(base, "data"):
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        values = np.empty(mujoco.mj_stateSize(base.model, spec), np.float64)
+        mujoco.mj_getState(base.model, base.data, values, spec)
+        state["mujoco"] = torch.from_numpy(values)
+    else:
+        name = getattr(getattr(base, "spec", None), "id", None) or type(base).__name__
+        raise ZooValueError(f"{name}: cannot save this environment's state mid-episode (supported: MuJoCo, {TWO_GOAL_ID})")
+    return state
+
+
+def set_env_state(env: Any, state: dict[str, Any]) -> None:
+    """Restore what ``env_state`` saved into an environment of the same id that has been reset."""
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["rng"]
+    limit = _time_limit(env)
+    if limit is not None and "elapsed" in state:
+        limit._elapsed_steps = state["elapsed"]
+    if "sim" in state:
+        base.set_state(state["sim"])
+    else:
+        import mujoco
+
+        mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)

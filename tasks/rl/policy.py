@@ -1,15 +1,18 @@
 """PMOE's Gaussian-mixture actor and its estimator (Ren et al. 2021, "Probabilistic Mixture-of-Experts for
 Efficient Deep Reinforcement Learning", arXiv 2104.09122).
 
-``π(a|s) = Σ_k w_k(s) · tanh_# N(μ_k(s), σ_k(s))``: a shared ReLU trunk, K Gaussian expert heads (``zoo.moe``
-``ModuleExperts``, every head evaluated) and a gate (a ``zoo.moe`` ``SoftRouter`` on the raw state, as in the
-reference code: its own linear layer, softmax weights). Actions are squashed by tanh, with the change-of-variables
-correction in every log-density.
+``π(a|s) = Σ_k w_k(s) · tanh_# N(μ_k(s), σ_k(s))``: a shared ReLU trunk, the K Gaussian expert heads as one
+``nn.Linear(hidden, K·2A)`` (every expert is evaluated on every state, so one matmul serves them all; initialised
+uniform ±3e-3 as the authors' code) and a gate (a ``zoo.moe`` ``SoftRouter`` on the state, softmax weights; it
+reads ``[s, 1]`` so that its linear map has the bias the authors' ``nn.Linear(state_dim, K)`` has: without one, the
+gate is uniform at ``s = 0``, the mean of normalised observations). Actions are squashed by tanh, with the
+change-of-variables correction in every log-density. docs/rl-pmoe-fidelity.md compares all of it with the paper
+and the authors' code.
 
 The estimator (``pmoe_losses``): sample one action from *every* expert, let the critic pick the best one
-``k* = argmax_k Q(s, a_k)``, train only that expert (``α log π_{k*}(a_{k*}|s) − Q(s, a_{k*})``, the component
-density, as SAC's actor loss) and pull the gate toward the winner's one-hot ("frequency" loss
-``(1/K) Σ_k (w_k − 1[k = k*])²``, whose minimiser is ``w_k = P(k is best at s)``).
+``k* = argmax_k Q(s, a_k)`` (scored without gradient), train only that expert (``α log π_{k*}(a_{k*}|s) −
+Q(s, a_{k*})``, the component density, as SAC's actor loss) and pull the gate toward the winner's one-hot
+("frequency" loss ``(1/K) Σ_k (w_k − 1[k = k*])²``, whose minimiser is ``w_k = P(k is best at s)``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import check_arg
-from zoo.moe import ModuleExperts, SoftRouter
+from zoo.moe import SoftRouter
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+HEAD_INIT = 3e-3  # the authors' uniform init of the mean and log-std layers
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -79,16 +83,30 @@ class GaussianMixturePolicy(nn.Module):
         self.act_dim, self.num_experts, self.combine = act_dim, num_experts, combine
         dims = [obs_dim] + [hidden] * layers
         self.trunk = nn.Sequential(*(m for i in range(layers) for m in (nn.Linear(dims[i], dims[i + 1]), nn.ReLU())))
-        self.heads = ModuleExperts([nn.Linear(hidden, 2 * act_dim) for _ in range(num_experts)])
-        self.gate = SoftRouter(obs_dim, num_experts)
+        self.heads = nn.Linear(hidden, num_experts * 2 * act_dim)  # expert k: rows [2Ak, 2A(k+1)) = (μ_k, log σ_k)
+        nn.init.uniform_(self.heads.weight, -HEAD_INIT, HEAD_INIT)
+        nn.init.uniform_(self.heads.bias, -HEAD_INIT, HEAD_INIT)
+        self.gate = SoftRouter(obs_dim + 1, num_experts)  # reads [s, 1]: the constant input is the gate's bias
+        self._register_load_state_dict_pre_hook(_upgrade_state_dict, with_module=True)
+
+    def gate_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """The gate's logits ``[B, K]`` at raw (policy-input) states ``obs[B, O]``."""
+        return self.gate(torch.cat([obs.float(), obs.new_ones(obs.shape[0], 1, dtype=torch.float32)], -1)).logits
+
+    def expert_head(self, k: int) -> nn.Linear:
+        """Expert ``k``'s own head as a separate ``nn.Linear(hidden, 2·act_dim)`` (a copy of its rows of the batched
+        head): what the batched matmul computes for that expert."""
+        rows = slice(2 * self.act_dim * k, 2 * self.act_dim * (k + 1))
+        head = nn.Linear(self.heads.in_features, 2 * self.act_dim)
+        with torch.no_grad():
+            head.weight.copy_(self.heads.weight[rows])
+            head.bias.copy_(self.heads.bias[rows])
+        return head
 
     def forward(self, obs: torch.Tensor) -> MixtureOutput:
-        B, K = obs.shape[0], self.num_experts
-        h = self.trunk(obs)
-        ids = torch.arange(K, device=obs.device).expand(B, K)
-        out = self.heads(h, ids, None)  # [B, K, 2A]: every expert, unweighted
+        out = self.heads(self.trunk(obs)).unflatten(-1, (self.num_experts, 2 * self.act_dim))  # [B, K, 2A]
         mu, log_std = out.split(self.act_dim, dim=-1)
-        return MixtureOutput(self.gate(obs.float()).logits, mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+        return MixtureOutput(self.gate_logits(obs), mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
 
     def sample_all(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, MixtureOutput]:
         """One reparameterised action per expert ``a[B, K, A]`` and its component log-density ``log π_k(a_k|s)``."""
@@ -129,10 +147,25 @@ class GaussianMixturePolicy(nn.Module):
         """The Gaussian an action is drawn from, and the expert it belongs to."""
         if self.combine == "mean":
             return (*self.mean_gaussian(dist), dist.logits.argmax(-1))
+        if self.num_experts == 1:
+            return dist.mu[:, 0], dist.log_std[:, 0], dist.mu.new_zeros(dist.mu.shape[0], dtype=torch.long)
         logits = dist.logits.detach()
-        k = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+        k = logits.argmax(-1) if deterministic else torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
         rows = torch.arange(k.shape[0], device=k.device)
         return dist.mu[rows, k], dist.log_std[rows, k], k
+
+
+def _upgrade_state_dict(module: GaussianMixturePolicy, state_dict: dict, prefix: str, *args) -> None:
+    """Load weights saved in the earlier layout: one ``nn.Linear`` per expert (``heads.experts.<k>``, stacked into
+    the batched head's rows) and a gate without the bias column (a zero bias: the same function)."""
+    if f"{prefix}heads.experts.0.weight" in state_dict:
+        for name in ("weight", "bias"):
+            parts = [state_dict.pop(f"{prefix}heads.experts.{k}.{name}") for k in range(module.num_experts)]
+            state_dict[f"{prefix}heads.{name}"] = torch.cat(parts)
+    key = f"{prefix}gate.gate.weight"
+    gate = state_dict.get(key)
+    if gate is not None and gate.shape[-1] == module.gate.gate.weight.shape[-1] - 1:
+        state_dict[key] = torch.cat([gate, gate.new_zeros(gate.shape[0], 1)], -1)
 
 
 def mixture_log_prob(dist: MixtureOutput, u: torch.Tensor) -> torch.Tensor:
@@ -167,15 +200,23 @@ def pmoe_losses(
 ) -> ActorLosses:
     """PMOE's actor and gate losses for a batch of states.
 
-    ``q_fn(obs[N, O], actions[N, A]) → [N]`` is the critic (SAC: the min of the twin Qs); it is called once on all
-    B·K (state, expert action) pairs. ``best`` is ``k*`` per state; ``entropy`` is −mean log π_{k*} (for the
-    temperature update).
+    ``q_fn(obs[N, O], actions[N, A]) → [N]`` is the critic (SAC: the min of the twin Qs). It scores all B·K
+    (state, expert action) pairs without gradient, then runs once more, differentiably, on the B winning actions:
+    the actor gradient reaches only ``k*``'s action, so nothing else needs a backward pass (the same gradient as
+    differentiating all B·K and indexing the winners). ``best`` is ``k*`` per state; ``entropy`` is −mean log π_{k*}
+    (for the temperature update). K = 1 skips the scoring pass.
     """
-    actions, logp, dist = policy.sample_all(obs)
-    B, K, A = actions.shape
-    q = q_fn(obs.repeat_interleave(K, dim=0), actions.reshape(B * K, A)).reshape(B, K)
-    best = q.detach().argmax(-1)
+    dist = policy(obs)
+    u_all = dist.mu + dist.log_std.exp() * torch.randn_like(dist.mu)  # [B, K, A], one reparameterised draw per expert
+    B, K, A = u_all.shape
+    if K == 1:
+        best = obs.new_zeros(B, dtype=torch.long)
+    else:
+        with torch.no_grad():
+            q_all = q_fn(obs.repeat_interleave(K, dim=0), torch.tanh(u_all.detach()).reshape(B * K, A)).reshape(B, K)
+        best = q_all.argmax(-1)
     rows = torch.arange(B, device=obs.device)
-    logp_best, q_best = logp[rows, best], q[rows, best]
-    actor = (alpha * logp_best - q_best).mean()
+    u = u_all[rows, best]
+    logp_best = squashed_log_prob(u, dist.mu[rows, best], dist.log_std[rows, best])
+    actor = (alpha * logp_best - q_fn(obs, torch.tanh(u))).mean()
     return ActorLosses(actor, frequency_loss(dist.weights, best), best, -logp_best.detach().mean())

@@ -9,7 +9,13 @@ What is implemented (one update = ``epochs`` passes of shuffled minibatches over
   probability under the policy does not depend on which component drew it.
 * Policy loss: PPO's clipped surrogate (Schulman et al. 2017) ``−E[min(ρ Â, clip(ρ, 1 ± ε) Â)]`` with
   ``ρ = exp(log π_θ(a|s) − log π_old(a|s))`` from the mixture likelihood, so the surrogate's gradient reaches the
-  experts *and* the gate. Advantages are normalised per minibatch (SB3, CleanRL and the reference do the same).
+  experts *and* the gate. Advantages are standardised per minibatch (``norm_adv``, on by default: SB3, CleanRL's
+  ``ppo_continuous_action`` and the reference do the same).
+* Reward scaling (``norm_reward``, off by default as SB3's PPO): :class:`ReturnScaler`, gymnasium's vector
+  ``NormalizeReward`` (which CleanRL's ``ppo_continuous_action`` wraps around its environments) computed in the
+  collector, so that its statistics travel in checkpoints: every environment keeps a discounted return
+  ``G ← γ(1 − terminated)G + r`` (zeroed when its episode ends), the running variance of all ``G`` is updated each
+  step, and the stored reward is ``r / sqrt(var + 1e-8)``. Episode returns are logged unscaled.
 * Value: ``V(s)`` (``sac.mlp``), loss ``vf_coef · mean (V(s) − R)²`` without value clipping (SB3's default).
   ``R = Â + V_old(s)`` is the TD(λ) return of GAE (Schulman et al. 2016).
 * PMOE's Q-net ``Q(s, a)`` (``sac.mlp`` on ``[s, a]``) regresses the same λ-returns of the *taken* actions
@@ -41,8 +47,9 @@ co-author's) that had to be made:
   in PPO, ``k*`` shapes the gate only. The reference adds the coefficient loss with weight 1 (``freq_coef``).
 * The reference's Gaussians are unsquashed with a state-independent log-std and clipped actions; ours are the
   shared tanh-squashed heads of ``policy.py`` with state-dependent log-std (one actor for SAC and PPO).
-* Not taken from the reference: value-loss clipping, reward normalisation (it wraps ``NormalizeReward``).
-  Rewards are used raw, so on MuJoCo the value and Q targets are in return units (hundreds).
+* Not taken from the reference: value-loss clipping. Its reward normalisation (``NormalizeReward``) is the
+  ``norm_reward`` option, off by default: rewards are used raw, so on MuJoCo the value and Q targets are in return
+  units (hundreds).
 
 Loop (:func:`train_on_policy`): ``gymnasium.vector.SyncVectorEnv`` of ``make_env`` thunks. Synchronous, not
 ``AsyncVectorEnv``: one MuJoCo step costs tens of microseconds, while an async step costs a pipe round trip and
@@ -55,19 +62,21 @@ dummy zero-reward transition that would have to be masked out of every rollout.)
 *truncated* step from ``V(final_obs)`` and a *terminated* step from zero, and cuts the λ-sum at either.
 
 Checkpoints: ``agent.state_dict()`` holds all four networks (tensors only, so it publishes as safetensors) and
-``agent.optimizers()`` both optimizers, saved beside it by the task's training (``training.py``). There is no
-buffer to save; resuming a PPO run is not wired into ``zoo train --resume`` yet (a resume would start at a rollout
-boundary, with freshly reset environments (the interrupted rollout and the
-episodes in progress are dropped, which for an on-policy method loses data but not correctness). The RNG states
-are not saved, so a resumed run is not bit-identical to an uninterrupted one.
+``agent.optimizers()`` both optimizers, saved beside it by the task's training (``training.py``) together with the
+loop's state at a rollout boundary (:func:`train_on_policy`'s ``on_update``): the step, the log, every RNG (python,
+numpy's global and the minibatch generator, torch), the reward scaler and each environment mid-episode
+(``envs.env_state``: its RNG, time-limit counter and simulator state) with the observation it is at. A run resumed
+from it (``zoo train rl --resume RUN``) continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -78,7 +87,7 @@ from torch import nn
 from zoo.errors import ZooError, ZooValueError, check_arg
 
 from .config import PPOConfig
-from .envs import make_env
+from .envs import env_state, make_env, set_env_state
 from .loop import RunningNorm, TrainLog, _check_obs, record_evaluation
 from .policy import GaussianMixturePolicy, frequency_loss
 from .sac import mlp
@@ -178,7 +187,7 @@ class PPOAgent(nn.Module):
         """Losses of one minibatch: ``obs[B, O]``, ``act[B, A]`` in (−1, 1), behaviour ``logp_old[B]``, raw
         advantages ``adv[B]`` (normalised here) and λ-returns ``ret[B]``."""
         cfg = self.cfg
-        if adv.numel() > 1:
+        if cfg.norm_adv and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         logp = self.actor.log_prob(obs, act)
         policy = clipped_surrogate(logp, logp_old, adv, cfg.clip)
@@ -245,6 +254,35 @@ def vectorize(thunks: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=mode)
 
 
+class ReturnScaler:
+    """Reward scaling of gymnasium's vector ``NormalizeReward`` in same-step autoreset mode (module docstring): one
+    discounted return per environment, the running variance of those returns, rewards divided by its square root."""
+
+    def __init__(self, num_envs: int, gamma: float, epsilon: float = 1e-8) -> None:
+        self.gamma, self.epsilon = gamma, epsilon
+        self.returns = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, reward: np.ndarray, terminated: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """The scaled rewards of one vector step (``done``: terminated or truncated)."""
+        self.returns = self.returns * self.gamma * (1 - np.asarray(terminated, np.float64)) + reward
+        n, mean, var = self.returns.size, float(self.returns.mean()), float(self.returns.var())
+        delta, total = mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+        self.returns[np.asarray(done, bool)] = 0.0
+        return np.asarray(reward, np.float64) / np.sqrt(self.var + self.epsilon)
+
+    def state(self) -> dict[str, Any]:
+        return {"returns": torch.from_numpy(self.returns.copy()), "mean": self.mean, "var": self.var,
+                "count": self.count}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.returns = state["returns"].numpy().copy()
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
 @dataclass
 class Rollout:
     """``T`` steps of ``N`` environments: ``obs[T, N, O]`` (normalised, as the networks saw them), ``act[T, N, A]``
@@ -270,10 +308,12 @@ class Rollout:
 class RolloutCollector:
     """Steps a vector env with the agent's stochastic policy, ``T`` steps at a time, keeping the observations and
     the running episode returns between rollouts. ``norm`` (if given) is updated with every observation the
-    policy acts on, before normalising it; non-finite observations raise a one-line ``ZooValueError``."""
+    policy acts on, before normalising it; ``scaler`` (if given) scales the rewards stored for learning;
+    non-finite observations raise a one-line ``ZooValueError``."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, norm: RunningNorm | None = None, seed: int | None = None) -> None:
-        self.envs, self.norm = envs, norm
+    def __init__(self, envs: gym.vector.VectorEnv, norm: RunningNorm | None = None, seed: int | None = None,
+                 scaler: ReturnScaler | None = None) -> None:
+        self.envs, self.norm, self.scaler = envs, norm, scaler
         self.num_envs = envs.num_envs
         self.scale = np.asarray(envs.single_action_space.high, np.float32)
         obs, _ = envs.reset(seed=seed)
@@ -302,9 +342,10 @@ class RolloutCollector:
             raw, r, term, trunc, info = self.envs.step(a.numpy() * self.scale)
             self.steps += N
             self.obs = _check_obs(np.asarray(raw, np.float64), f"step {self.steps}")
-            rewards[t] = torch.from_numpy(np.asarray(r, np.float32))
-            terminated[t] = torch.from_numpy(np.asarray(term, np.float32))
             done = np.logical_or(term, trunc)
+            scaled = self.scaler(r, term, done) if self.scaler is not None else r
+            rewards[t] = torch.from_numpy(np.asarray(scaled, np.float32))
+            terminated[t] = torch.from_numpy(np.asarray(term, np.float32))
             dones[t] = torch.from_numpy(done.astype(np.float32))
             self.episode_returns += r
             for i in np.flatnonzero(done):
@@ -323,6 +364,35 @@ class RolloutCollector:
                 next_values[t, i] = v
         return Rollout(obs, act, logp, rewards, values, next_values, terminated, dones)
 
+    def state(self) -> dict[str, Any]:
+        """Where the collector is between rollouts: each environment mid-episode, the observation it is at, the
+        running episode returns, the step count and the reward scaler's statistics."""
+        return {"obs": torch.from_numpy(self.obs.copy()), "episode_returns": torch.from_numpy(self.episode_returns.copy()),
+                "steps": self.steps, "envs": [env_state(env) for env in self.envs.envs],
+                "scaler": self.scaler.state() if self.scaler is not None else None}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()`` on a freshly reset vector env of the same environments."""
+        self.obs, self.steps = state["obs"].numpy().copy(), int(state["steps"])
+        self.episode_returns = state["episode_returns"].numpy().copy()
+        for env, saved in zip(self.envs.envs, state["envs"], strict=True):
+            set_env_state(env, saved)
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state(state["scaler"])
+
+
+def _global_rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state()}
+
+
+def _set_global_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
 
 def train_on_policy(
     env_id: str,
@@ -335,6 +405,8 @@ def train_on_policy(
     eval_every: int = 10_000,
     eval_episodes: int = 10,
     on_episode: Callable[[int, float], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    on_update: Callable[[int, Callable[[], dict[str, Any]]], None] | None = None,
 ) -> TrainLog:
     """Train ``agent`` with PPO for ``steps`` environment steps (rounded up to a multiple of ``num_envs``, default
     ``agent.cfg.num_envs``) on ``num_envs`` synchronous copies of ``env_id``.
@@ -346,6 +418,12 @@ def train_on_policy(
     minibatch gradient steps; ``env_seconds`` includes the policy's forward while acting, ``update_seconds`` GAE
     and the gradient steps. Deterministic for a given ``seed`` and initial agent on CPU: the global torch RNG is
     seeded inside ``torch.random.fork_rng``, so the caller's RNG state is left as it was.
+
+    Args:
+        resume: a loop state made by ``on_update``'s ``snapshot`` (and the agent and ``norm`` of the same moment):
+            the run continues from that rollout boundary exactly as it would have without the interruption.
+        on_update: called after every update as ``on_update(steps_done, snapshot)``; ``snapshot()`` returns the
+            loop state to checkpoint (plain values and tensors).
     """
     if steps < 1:
         raise ZooValueError(f"steps={steps} must be positive")
@@ -356,19 +434,30 @@ def train_on_policy(
     check_arg(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "a positive int")
     envs = make_vector_env(env_id, num_envs)
     eval_env = make_env(env_id)
-    log = TrainLog()
+    log = TrainLog(**resume["log"]) if resume is not None else TrainLog()
     rng = np.random.default_rng(seed)
     per_env = cfg.rollout // num_envs
-    remaining = math.ceil(steps / num_envs)
 
-    def evaluate_until(lo: int, hi: int) -> None:  # every multiple of eval_every in [lo, hi)
+    def evaluate_until(lo: int, hi: int) -> None:  # every multiple of eval_every in [lo, hi) not evaluated yet
+        lo = max(lo, log.eval_steps[-1] + 1 if log.eval_steps else 0)
         for s in range(max(eval_every, -(-lo // eval_every) * eval_every), hi, eval_every):
             record_evaluation(log, s, eval_env, agent.actor, eval_episodes, norm, seed=10_000 + s)
 
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            collector = RolloutCollector(envs, norm, seed)
+            scaler = ReturnScaler(num_envs, cfg.gamma) if cfg.norm_reward else None
+            collector = RolloutCollector(envs, norm, seed, scaler)
+            if resume is not None:
+                collector.load_state(resume["collector"])
+                rng.bit_generator.state = resume["rng"]
+                _set_global_rng_state(resume["global_rng"])
+
+            def snapshot() -> dict[str, Any]:
+                return {"algo": "ppo", "step": collector.steps, "log": asdict(log), "rng": rng.bit_generator.state,
+                        "global_rng": _global_rng_state(), "collector": collector.state()}
+
+            remaining = math.ceil(steps / num_envs) - collector.steps // num_envs
             while remaining > 0:
                 T = min(per_env, remaining)
                 evaluate_until(collector.steps, collector.steps + T * num_envs)
@@ -380,6 +469,8 @@ def train_on_policy(
                 info = agent.update(rollout.batch(cfg.gamma, cfg.gae_lambda), rng)
                 log.update_seconds += time.perf_counter() - t0
                 log.updates += info["gradient_steps"]
+                if on_update is not None:
+                    on_update(collector.steps, snapshot)
             evaluate_until(collector.steps, collector.steps + 1)
     finally:
         envs.close()

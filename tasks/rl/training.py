@@ -7,7 +7,9 @@ log; ``torch.load(weights_only=True)``-safe) and ``checkpoints/replay-<step>.npz
 ``train.checkpoint_every`` steps and at the end, ``curve.csv`` (evaluation returns over steps) and
 ``learning_curve.png``. ``zoo train rl --resume RUN`` restores all of it and continues from the saved step; only the
 episode that was in progress when the checkpoint was written is restarted. A PPO run writes ``last.ckpt`` (weights,
-optimisers, no buffer) at the end; resuming PPO is refused with a message for now.
+optimisers and the on-policy loop's state: RNGs, reward scaler, every environment mid-episode; no buffer) after the
+first update past every ``train.checkpoint_every`` steps and at the end; ``--resume`` continues it exactly as the
+uninterrupted run (``ppo.train_on_policy``).
 """
 
 from __future__ import annotations
@@ -35,16 +37,19 @@ from .ppo import RolloutCollector, make_vector_env, train_on_policy
 from .sac import ReplayBuffer
 
 
-def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState | None, env_id: str) -> None:
-    """Write the replay buffer (SAC, ``replay-<step>.npz``), then ``last.ckpt`` naming it (each atomically). ``state`` None: weights and optimisers
-    only (PPO)."""
+def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState | dict[str, Any] | None, env_id: str) -> None:
+    """Write the replay buffer (SAC, ``replay-<step>.npz``), then ``last.ckpt`` naming it (each atomically).
+    ``state``: SAC's ``LoopState``, PPO's loop state (``train_on_policy``'s snapshot), or None (weights and
+    optimisers only)."""
     payload: dict[str, Any] = {
         "state_dict": module.state_dict(),
         "optimizers": {k: opt.state_dict() for k, opt in module.model.agent.optimizers().items()},
         "env": env_id,
     }
     replay = None
-    if state is not None:
+    if isinstance(state, dict):
+        payload["loop"] = state
+    elif state is not None:
         # The buffer goes to a file named for its step and last.ckpt names it: a kill between the two writes leaves
         # the previous checkpoint with its own buffer, never a buffer ahead of its weights.
         replay = f"replay-{state.step}.npz"
@@ -59,13 +64,17 @@ def save_checkpoint(ckpt_dir: Path, module: RLModule, state: LoopState | None, e
             old.unlink(missing_ok=True)
 
 
-def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState:
-    """Restore weights and optimisers into ``module`` and return the loop state to continue from."""
+def _restore(ckpt_path: Path, module: RLModule, env_id: str, algo: str) -> dict[str, Any]:
+    """Load ``ckpt_path``, check it is a resumable ``algo`` run of ``env_id``, restore weights and optimisers into
+    ``module``; returns the checkpoint's loop state."""
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.get("env") != env_id:
         raise ZooValueError(f"{ckpt_path}: a checkpoint of {ckpt.get('env', 'another task')!r}, not of an {env_id} RL run")
     if "loop" not in ckpt:
-        raise ZooValueError(f"{ckpt_path}: a PPO checkpoint; resuming PPO runs is not supported yet (train anew)")
+        raise ZooValueError(f"{ckpt_path}: holds no loop state to resume from (a PPO run saved before resuming existed)")
+    saved = ckpt["loop"].get("algo", "sac")
+    if saved != algo:
+        raise ZooValueError(f"{ckpt_path}: a {saved.upper()} checkpoint; this config trains with algo: {algo}")
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -73,7 +82,12 @@ def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState
     optimizers = module.model.agent.optimizers()
     for k, opt_state in ckpt["optimizers"].items():
         optimizers[k].load_state_dict(opt_state)
-    loop = ckpt["loop"]
+    return ckpt["loop"]
+
+
+def load_loop_state(ckpt_path: Path, module: RLModule, env_id: str) -> LoopState:
+    """Restore weights and optimisers of a SAC run into ``module`` and return the loop state to continue from."""
+    loop = _restore(ckpt_path, module, env_id, "sac")
     rng = np.random.default_rng()
     rng.bit_generator.state = loop["rng"]
     torch.set_rng_state(loop["torch_rng"])
@@ -164,9 +178,7 @@ def train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, *, 
 def _train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, resume: Path | None,
            progress: bool) -> dict[str, float]:
     if cfg.algo == "ppo":
-        if resume is not None:
-            load_loop_state(Path(resume), module, cfg.env)  # raises: PPO runs do not resume yet
-        return _train_ppo(cfg, module, run_dir, progress)
+        return _train_ppo(cfg, module, run_dir, progress, resume)
     t = cfg.train
     state = load_loop_state(Path(resume), module, cfg.env) if resume is not None else None
     model = module.model
@@ -192,15 +204,24 @@ def _train(cfg: RLConfig, module: RLModule, dm: EnvDataModule, run_dir: Path, re
     return _finish(run_dir, log, cfg, start)
 
 
-def _train_ppo(cfg: RLConfig, module: RLModule, run_dir: Path, progress: bool) -> dict[str, float]:
+def _train_ppo(cfg: RLConfig, module: RLModule, run_dir: Path, progress: bool, resume: Path | None) -> dict[str, float]:
     t, model = cfg.train, module.model
+    loop = _restore(Path(resume), module, cfg.env, "ppo") if resume is not None else None
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    done = loop["step"] if loop is not None else 0
     start = time.perf_counter()
-    with _Progress(t.steps, 0, cfg.env, progress) as bar:
+    with _Progress(t.steps, done, cfg.env, progress) as bar:
+
+        def on_update(step: int, snapshot) -> None:
+            nonlocal done
+            if step // t.checkpoint_every > done // t.checkpoint_every or step >= t.steps:
+                save_checkpoint(ckpt_dir, module, snapshot(), cfg.env)
+            done = step
+
         log = train_on_policy(cfg.env, model.agent, t.steps, seed=cfg.seed,
                               norm=model.obs_norm if t.normalize_obs else None, eval_every=t.eval_every,
-                              eval_episodes=t.eval_episodes, on_episode=bar.episode)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "checkpoints", module, None, cfg.env)
+                              eval_episodes=t.eval_episodes, on_episode=bar.episode, resume=loop, on_update=on_update)
     return _finish(run_dir, log, cfg, start)
 
 

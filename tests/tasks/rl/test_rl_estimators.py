@@ -70,12 +70,10 @@ def test_score_function_gate_gradient_favours_the_expert_with_higher_value():
     torch.manual_seed(0)
     policy = _policy(K=2)
     with torch.no_grad():  # expert 0 acts near the critic's optimum, expert 1 far from it
-        policy.heads.experts[0].weight.zero_()
-        policy.heads.experts[0].bias.copy_(torch.tensor([0.55, 0.55, -3.0, -3.0]))
-        policy.heads.experts[1].weight.zero_()
-        policy.heads.experts[1].bias.copy_(torch.tensor([-2.0, -2.0, -3.0, -3.0]))
+        policy.heads.weight.zero_()  # rows 0-3: expert 0's (μ, log σ); rows 4-7: expert 1's
+        policy.heads.bias.copy_(torch.tensor([0.55, 0.55, -3.0, -3.0, -2.0, -2.0, -3.0, -3.0]))
     opt = torch.optim.SGD(policy.gate.parameters(), lr=0.5)
-    obs = 1.0 + 0.1 * torch.randn(256, 5)  # one region of state space (the gate router has no bias)
+    obs = 1.0 + 0.1 * torch.randn(256, 5)  # one region of state space
     for _ in range(30):
         loss = score_losses(policy, _critic, obs, alpha=0.0).actor
         opt.zero_grad()

@@ -34,9 +34,8 @@ def test_evaluate_is_deterministic_and_uses_the_experts_mean_action():
     torch.manual_seed(0)
     policy = GaussianMixturePolicy(2, 2, num_experts=2, hidden=8)
     with torch.no_grad():
-        for head in policy.heads.experts:  # every expert's mean is tanh(10) ≈ (1, 1), with a wide std
-            head.weight.zero_()
-            head.bias.copy_(torch.tensor([10.0, 10.0, 1.0, 1.0]))
+        policy.heads.weight.zero_()  # every expert's mean is tanh(10) ≈ (1, 1), with a wide std
+        policy.heads.bias.copy_(torch.tensor([10.0, 10.0, 1.0, 1.0] * 2))
     env = make_env(TWO_GOAL_ID)
     mean, std = evaluate(env, policy, episodes=5)
     assert std < 0.05 and mean > 0  # straight to the right goal (+10 bonus) every time: no sampling noise

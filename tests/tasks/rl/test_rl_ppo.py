@@ -157,9 +157,9 @@ def test_the_gate_moves_toward_the_expert_the_q_net_prefers(sign, preferred):
     torch.manual_seed(0)
     agent = PPOAgent(3, 2, PPOConfig(num_experts=2, hidden=32, lr=1e-2, q_lr=1e-2, epochs=10, minibatch=64))
     with torch.no_grad():
-        for k, head in enumerate(agent.actor.heads.experts):
-            head.weight.zero_()
-            head.bias.copy_(torch.tensor([2.0 if k == 0 else -2.0, 0.0, -1.0, -1.0]))
+        agent.actor.heads.weight.zero_()  # rows 0-3: expert 0's (μ, log σ); rows 4-7: expert 1's
+        agent.actor.heads.bias.copy_(torch.tensor([2.0, 0.0, -1.0, -1.0, -2.0, 0.0, -1.0, -1.0]))
+        agent.actor.gate.gate.weight.zero_()  # the gate starts at (0.5, 0.5)
     obs = torch.randn(1, 3).expand(256, 3).contiguous()
     act = torch.rand(256, 2) * 2 - 1
     with torch.no_grad():
