@@ -8,11 +8,14 @@ Backends register with :func:`register_backend`: a function with the ``moe_ffn``
 check that returns why it declines (or None), a priority, optionally ``auto_when``: the inputs on which
 ``auto`` should prefer it (a backend that can run everything but is only faster on some shapes), and optionally
 ``prepare``: a compile step, run once per (device, dtype, gated) before the backend's first use, whose failure
-makes the backend decline those inputs. ``auto`` takes the highest-priority backend that accepts the inputs
-and, if it has ``auto_when``, wants them; the priorities and ``auto_when`` rules follow the CPU measurements in
-``leaderboards/kernels.md``. A backend that declines an explicit request raises one ZooValueError line that names
-the backends that can run the inputs; under ``auto`` the fall-back is logged once (a failed compile step as a
-warning), so a kernel that does not compile on some machine slows a task down instead of stopping it.
+makes the backend decline those inputs. ``auto`` is chosen by measurement where autotuning is on
+(``kernels/autotune.py``: the candidates are timed once per shape bucket and the winner is cached under
+``ZOO_HOME``); otherwise, and for a bucket not tuned yet under ``torch.compile``, it takes the static rule: the
+highest-priority backend that accepts the inputs and, if it has ``auto_when``, wants them; the priorities and
+``auto_when`` rules follow the CPU measurements in ``leaderboards/kernels.md``. A backend that declines an
+explicit request raises one ZooValueError line that names the backends that can run the inputs; under ``auto``
+the fall-back is logged once (a failed compile step as a warning), so a kernel that does not compile on some
+machine slows a task down instead of stopping it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import torch
 
 from zoo.errors import ZooValueError, bad_arg, check_arg
 
+from . import autotune
 from .activations import ACTIVATIONS, GATED
+from .compiled import compiled_moe_ffn, compiled_prepare, compiled_unsupported
 from .dispatch import weighted_sum
 from .fused import fused_faster, fused_moe_ffn, fused_unsupported
 from .grouped import grouped_moe_ffn, grouped_unsupported
@@ -36,6 +41,7 @@ __all__ = [
     "ACTIVATIONS",
     "Backend",
     "BackendDeclined",
+    "autotune",
     "backends",
     "moe_ffn",
     "register_backend",
@@ -149,13 +155,21 @@ def _able_backends(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tenso
 
 
 def resolve_backend(
-    backend: str, x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None = None
+    backend: str,
+    x_TD: torch.Tensor,
+    w1_EDF: torch.Tensor,
+    w3_EDF: torch.Tensor | None = None,
+    k: int | None = None,
+    training: bool | None = None,
 ) -> Backend:
-    """The backend that ``moe_ffn`` would run for these inputs.
+    """The backend that ``moe_ffn`` would run for these inputs (for ``auto``: the cached autotune choice if
+    there is one, else the static rule; this function never times anything).
 
     Args:
         backend: a registered name, or ``"auto"``.
         x_TD, w1_EDF, w3_EDF: the inputs (only their device, dtype and shapes are read).
+        k: slots per token; needed to look up an autotuned choice (without it: the static rule).
+        training: whether the call is forward + backward; default: grad mode and the inputs' ``requires_grad``.
 
     Raises:
         BackendDeclined: (a ZooValueError) ``backend`` is named explicitly and cannot run these inputs; the
@@ -169,6 +183,29 @@ def resolve_backend(
         if reason is not None:
             raise BackendDeclined(backend, reason, _able_backends(x_TD, w1_EDF, w3_EDF))
         return chosen
+    if autotune.enabled():
+        tuned = _tuned(x_TD, k, w1_EDF, w3_EDF, training)
+        if tuned is not None:
+            return tuned
+    return _static_auto(x_TD, w1_EDF, w3_EDF)
+
+
+def _tuned(x_TD: torch.Tensor, k: int | None, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None,
+           training: bool | None) -> Backend | None:
+    """The cached autotune choice for these inputs, if any (and if that backend still accepts them)."""
+    if k is None:
+        return None
+    train = autotune.training(x_TD, w1_EDF, w3_EDF) if training is None else training
+    name = autotune.cached(autotune.bucket_key(x_TD, k, w1_EDF, w3_EDF, train))
+    if name is None or name not in _BACKENDS:
+        return None
+    if _decline_reason(_BACKENDS[name], x_TD, w1_EDF, w3_EDF) is not None:
+        return None
+    return _BACKENDS[name]
+
+
+def _static_auto(x_TD: torch.Tensor, w1_EDF: torch.Tensor, w3_EDF: torch.Tensor | None) -> Backend:
+    """The static rule: the highest-priority backend that accepts the inputs and whose ``auto_when`` wants them."""
     for name in backends():
         candidate = _BACKENDS[name]
         if candidate.priority is None:
@@ -246,14 +283,44 @@ def moe_ffn(
     ids_TK = ids_TK.long()
     if weights_TK is not None:
         weights_TK = weights_TK.masked_fill(ids_TK < 0, 0.0)  # an empty slot's weight is ignored, even inf/NaN
-    chosen = resolve_backend(backend, x_TD, w1_EDF, w3_EDF)
+    if backend == "auto" and ids_TK.numel() and autotune.enabled() and not torch.compiler.is_compiling():
+        chosen = _autotuned(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
+    else:
+        chosen = resolve_backend(backend, x_TD, w1_EDF, w3_EDF, ids_TK.shape[1])
     return chosen.fn(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
+
+
+def _autotuned(x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation) -> Backend:
+    """``auto`` under autotuning: the bucket's cached choice, or time the candidates now and cache the winner."""
+    train = autotune.training(x_TD, weights_TK, w1_EDF, w2_EFD, w3_EDF)
+    key = autotune.bucket_key(x_TD, ids_TK.shape[1], w1_EDF, w3_EDF, train)
+    tuned = _tuned(x_TD, ids_TK.shape[1], w1_EDF, w3_EDF, train)
+    if tuned is not None:
+        return tuned
+    candidates = {}
+    for name in backends():
+        candidate = _BACKENDS[name]
+        if candidate.priority is None:
+            continue
+        reason = _decline_reason(candidate, x_TD, w1_EDF, w3_EDF)
+        if reason is None:
+            candidates[name] = candidate.fn
+        elif (name, reason) not in _logged_fallbacks:
+            _logged_fallbacks.add((name, reason))
+            level = logging.WARNING if reason.startswith(_COMPILE_FAILED) else logging.INFO
+            log.log(level, "moe_ffn: backend %r declined (%s); not a candidate", name, reason)
+    if not candidates:
+        return _BACKENDS["reference"]
+    args = (x_TD, ids_TK, weights_TK, w1_EDF, w2_EFD, w3_EDF, activation)
+    return _BACKENDS[autotune.tune(key, candidates, args, train)]
 
 
 register_backend("grouped", grouped_moe_ffn, lambda x, w1, w3: grouped_unsupported(x, w1, w3), priority=20)
 register_backend("loop", loop_moe_ffn, priority=10)
 register_backend("fused", fused_moe_ffn, fused_unsupported, priority=25, auto_when=fused_faster)
 register_backend("reference", reference_moe_ffn, priority=None)
+# below loop, so the static rule never reaches it (kernels/compiled.py says why); autotuning picks it where faster
+register_backend("compiled", compiled_moe_ffn, compiled_unsupported, priority=3, prepare=compiled_prepare)
 
 # Triton: imports neither triton nor its kernels here (only on first use), so this works without triton or a GPU.
 from .triton import TRITON_PRIORITY, triton_moe_ffn, triton_prepare, triton_unsupported  # noqa: E402

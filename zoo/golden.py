@@ -9,6 +9,7 @@ that compares them fails loudly long before a leaderboard drifts. Regenerate aft
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.golden", description=__doc__)
     parser.add_argument("--update", action="store_true", help="rewrite the committed traces")
     args = parser.parse_args(argv)
+    os.environ.setdefault("ZOO_KERNELS_AUTOTUNE", "0")  # traces use the fixed backend rule, never a timed choice
     for task, recipe in recipes_with_traces():
         losses = trace(task, recipe)
         if losses is None:

@@ -61,19 +61,22 @@ KINDS = ("score", "timing")
 # Board runs pin the CPU math libraries to one instruction-set path, so a result does not depend on whether the
 # machine has AVX-512 (MKL's conditional numerical reproducibility; ATen's kernel dispatch). RL training amplifies
 # the last-bit differences between paths into different returns. Set before torch is imported (the CLI does).
-REPRODUCIBLE_NUMERICS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+REPRODUCIBLE_NUMERICS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ZOO_KERNELS_AUTOTUNE": "0"}
+# read by the kernels at each call, so pinning it works after torch is imported; the others are read at import
+_READ_AT_CALL = ("ZOO_KERNELS_AUTOTUNE",)
 
 
 def pin_numerics() -> None:
-    """Set :data:`REPRODUCIBLE_NUMERICS` unless the user set them. Only effective before torch is imported (an
-    in-process caller that imported it already keeps its numerics); results record what was in effect."""
+    """Set :data:`REPRODUCIBLE_NUMERICS` unless the user set them: the CPU kernels' instruction set, and ``auto``
+    choosing its expert backend by a fixed rule instead of by timing (backends agree to ~1e-6, not bitwise). The
+    instruction-set pins only take effect before torch is imported (an in-process caller that imported it already
+    keeps its numerics); results record what was in effect."""
     import os
     import sys
 
-    if "torch" in sys.modules:
-        return
     for key, value in REPRODUCIBLE_NUMERICS.items():
-        os.environ.setdefault(key, value)
+        if key in _READ_AT_CALL or "torch" not in sys.modules:
+            os.environ.setdefault(key, value)
 
 
 @dataclass(frozen=True)

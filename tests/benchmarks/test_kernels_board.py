@@ -35,14 +35,16 @@ def test_quick_run_renders_and_checks(tmp_path):
     proc = _run("run", "--quick", "--repeats", "1", "--no-progress", "--results", results, "--board", md, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((results / "cpu.json").read_text())
-    assert {"board", "scaling", "memory", "profile", "machine", "load_average", "commit"} <= set(data)
+    assert {"board", "scaling", "memory", "profiles", "machine", "load_average", "commit"} <= set(data)
     variants = {r["variant"] for r in data["board"]}
-    assert {"hf_loop", "loop", "grouped", "fused", "auto", "ideal_mm", "ideal_bmm"} <= variants
+    assert {"hf_loop", "loop", "grouped", "fused", "compiled", "auto", "ideal_mm", "ideal_bmm"} <= variants
     assert {r["mode"] for r in data["scaling"]} == {"fwd+bwd"}
     memory = [m for m in data["memory"] if m["status"] == "ok"]
     assert {m["variant"] for m in memory} >= {"hf_loop", "loop", "fused"}
     assert all(m["peak_growth_mb"] >= 0 and m["tkd_mb"] > 0 for m in memory)
-    assert data["profile"]["ops"] and abs(sum(o["share"] for o in data["profile"]["ops"])) <= 1.0 + 1e-9
+    for profile in data["profiles"]:
+        assert profile["ops"] and sum(o["share"] for o in profile["ops"]) <= 1.0 + 1e-9
+        assert 0.0 <= profile["gemm_share"] <= 1.0
     text = md.read_text()
     assert "### Targets" in text and "| T64 D32 F64 E4 k2 | fp32 | fwd+bwd |" in text
     assert (tmp_path / "kernels.scaling.png").stat().st_size > 0
@@ -67,7 +69,8 @@ def test_target_verdicts_follow_the_numbers():
             _rec(fine, "bf16", "auto", 100.0, 0.40),
             _rec(fine, "bf16", "hf_loop", 350.0, 0.11),
         ],
-        "scaling": [_rec("T4096 D256 F1024 E8 k1", "fp32", "auto", 10.0, 1.0), _rec(fine, "fp32", "auto", 12.0, 0.8)],
+        "scaling": [_rec("T4096 D256 F1024 E8 k1", "fp32", "auto", 10.0, 0.9), _rec(fine, "fp32", "auto", 12.0, 0.8),
+                    _rec("T4096 D256 F1024 E8 k1", "bf16", "auto", 10.0, 0.9), _rec(fine, "bf16", "auto", 12.0, 0.6)],
         "memory": [
             dict(shape=fine, variant="fused", status="ok", peak_growth_mb=40.0, tkd_mb=32.0, ted_mb=256.0),
             dict(shape=wide, variant="fused", status="ok", peak_growth_mb=42.0, tkd_mb=32.0, ted_mb=512.0),
@@ -81,4 +84,9 @@ def test_target_verdicts_follow_the_numbers():
     assert "| fwd+bwd ≥ 0.8× ideal, T4096 D256 F128 E64 k8, bf16 | 0.40 (fused) | **no** |" in lines
     assert "3.50× (fused) | yes |" in lines
     assert "≤ 2.00× (worst: loop) | **no** |" in lines  # loop's peak doubled with E: O(T·E·D)
-    assert "flat within 1.3×, fp32 | 1.20× | yes |" in lines  # no ideal_mm records: no comparison
+    # the scaling target compares fractions of the ideal: E64's over E8's
+    assert "the fraction at T4096 D256 F1024 E8 k1, fp32 | 0.80 / 0.90 = 0.89× | yes |" in lines
+    assert "the fraction at T4096 D256 F1024 E8 k1, bf16 | 0.60 / 0.90 = 0.67× | **no** |" in lines
+    # auto against the fastest backend of each row
+    results["board"].append(_rec(fine, "bf16", "grouped", 80.0, 0.5))
+    assert "worst: 1.25× the fastest (T4096 D256 F128 E64 k8 bf16 fwd+bwd) | **no** |" in "\n".join(board.targets(results))

@@ -1,8 +1,24 @@
-"""Fixtures for the kernel tests: keep the backend registry of ``zoo.kernels`` clean between tests."""
+"""Fixtures for the kernel tests: keep the backend registry of ``zoo.kernels`` clean between tests, run the
+``compiled`` backend's chain eagerly (tests/kernels/test_compiled_backend.py compiles it), and keep autotuning off
+with its in-process choices empty unless a test turns it on."""
 
 import pytest
 
 import zoo.kernels as K
+from zoo.kernels import autotune, compiled
+
+
+@pytest.fixture(autouse=True)
+def _eager_compiled_backend_and_no_autotune(monkeypatch, tmp_path):
+    """The backend matrix covers many dtype × activation × gradient combinations: compiled, each would cost
+    seconds. The compiled chain is the same code, and its own test file compiles it for real. Autotuning is off
+    (``ZOO_KERNELS_AUTOTUNE=0``) and points at a per-test cache file, so no test reads a user's cache."""
+    monkeypatch.setattr(compiled, "EAGER", True)
+    monkeypatch.setenv(autotune.ENV, "0")
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "autotune.json"))
+    monkeypatch.setattr(autotune, "_loaded_from", None)
+    monkeypatch.setattr(autotune, "_choices", {})
+    yield
 
 
 @pytest.fixture(autouse=True)
