@@ -57,6 +57,7 @@ class ModelConfig:
     balance: float = 2e-3
     iga: bool = True
     oracle: bool = False
+    router_warmup_epochs: int = 0
     sklearn: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +66,11 @@ class ModelConfig:
         check_arg(1 <= self.k <= self.groups * self.experts_per_group, "model.k", self.k,
                   f"an int in [1, groups × experts_per_group = {self.groups * self.experts_per_group}]")
         check_arg(self.balance >= 0, "model.balance", self.balance, ">= 0")
+        check_arg(isinstance(self.router_warmup_epochs, int) and self.router_warmup_epochs >= 0,
+                  "model.router_warmup_epochs", self.router_warmup_epochs, "an int >= 0")
+        check_arg(self.router_warmup_epochs == 0 or (self.arch == "miga" and not self.oracle),
+                  "model.router_warmup_epochs", self.router_warmup_epochs,
+                  "0 unless model.arch is 'miga' with its router (oracle: false)")
 
 
 @dataclass
@@ -82,6 +88,24 @@ class BacktestConfig:
 
 
 @dataclass
+class SearchConfig:
+    """A hyperparameter search inside one run (:mod:`.search`): ``space`` maps searchable keys
+    (:data:`SEARCHABLE`) to lists of values; the trials are the grid of their combinations, all of them
+    (``trials`` None) or ``trials`` of them drawn with ``seed`` (the same draw for every row and run seed). Each
+    trial trains ``trainer.max_epochs`` epochs from the same initial weights; the epoch with the best validation
+    IC over all trials is kept. An empty ``space`` is no search (``trials`` is then ignored)."""
+
+    space: dict[str, list[Any]] = field(default_factory=dict)
+    trials: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .search import check_search  # the rules live with the search
+
+        check_search(self)
+
+
+@dataclass
 class StocksConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -89,7 +113,12 @@ class StocksConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3))
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10, "gradient_clip_val": 3.0})
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        if self.search.space:
+            from .search import check_search_run
+
+            check_search_run(self)

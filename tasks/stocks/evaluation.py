@@ -3,8 +3,8 @@ TopK-dropout backtest (annualised excess return, information ratio, max drawdown
 the routing NMI between each stock's routing cluster (MIGA: the group of its first expert; plain MoE: its first
 expert) and its sector or true style.
 
-Neural rows score each test day with the trained module; tabular rows fit their estimator on the training rows
-first. The day-level frame and the backtest are written next to the run (``test_scores.csv``, ``backtest.csv``)
+Neural rows score each test day with the trained module (after a search, its chosen trial's best epoch, reported
+with the ``search/*`` records); tabular rows fit their estimator on the training rows first. The day-level frame and the backtest are written next to the run (``test_scores.csv``, ``backtest.csv``)
 so plots and later analyses read the same numbers the board shows.
 """
 
@@ -89,6 +89,7 @@ def evaluate(cfg: StocksConfig, trainer, module, dm: StockDataModule) -> dict[st
         atomic_write_text(run_dir / "backtest.csv", daily.to_csv())
     out = {f"test/{k}": v for k, v in metrics.items()}
     if getattr(module, "best_epoch", None) is not None:
-        out["train/best_epoch"] = float(module.best_epoch)
+        out["train/best_epoch"] = float(module.trial_of(module.best_epoch)[1])  # counted within its search trial
         out["val/best_ic"] = float(module.best_ic)
+        out.update(module.search_metrics())
     return out

@@ -17,11 +17,22 @@ in what sits on top of it:
 
 The loss is MIGA's: −IC of the day (Pearson correlation of scores and labels across the day's stocks) plus the
 routers' auxiliary losses. Scores are only compared within a day, so no output normalisation is needed.
+
+Router warm-up (``model.router_warmup_epochs``): during the first epochs of training (of each search trial),
+MIGA's training steps combine every expert's score with the router's full softmax instead of the renormalised
+top-k weights: dense-to-sparse gating (as in EvoMoE, Nie et al. 2021). With renormalised top-k routing from the
+first step, only the k chosen experts and their router logits get the task loss's gradient, so an early arbitrary
+split of the stocks tends to stay; with the dense gate every logit learns from every stock's loss, and the experts see all stocks while
+the router forms its partition. MIGA already runs the whole bank (inner-group attention needs it), so the warm-up
+costs nothing. Validation and test always route top-k, so the epoch kept is one that scores as it will be used.
+
+A ``search`` block (:mod:`.search`) makes :class:`StocksModule` train several trials in one fit and keep the best
+validation epoch over all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,7 +46,7 @@ from zoo.moe import FFNExperts, MoEConfig, MoELayer, TopKRouter, routing_stats
 from zoo.optim import OptimConfig
 
 from .baselines import TabularBaseline
-from .config import StocksConfig
+from .config import NEURAL_ARCHS, StocksConfig
 from .data import DayBatch
 
 
@@ -167,6 +178,7 @@ class MIGA(nn.Module):
         self.iga = nn.MultiheadAttention(hidden, heads, batch_first=True) if iga else None
         self.norm = nn.LayerNorm(hidden) if iga else None
         self.head = nn.Linear(hidden, 1)
+        self.dense_routing = False  # the router warm-up's dense gate, used by training steps only
 
     def expert_outputs(self, h_SH: torch.Tensor) -> torch.Tensor:
         """Every expert's output for every stock, ``[S, G·E, H]``, after inner-group attention."""
@@ -191,6 +203,10 @@ class MIGA(nn.Module):
             ids = group_S[:, None] * self.E + torch.arange(self.E, device=h.device)  # the style's group, equal weights
             weights = torch.full(ids.shape, 1.0 / self.E, device=h.device)
             chosen = group_S
+        elif self.dense_routing and self.training:
+            ids = torch.arange(n, device=h.device).expand(scores_SN.shape[0], n)
+            weights = torch.softmax(routing.logits.float(), dim=-1)
+            chosen = torch.div(routing.ids[:, 0], self.E, rounding_mode="floor")
         else:
             ids, weights = routing.ids, routing.weights
             chosen = torch.div(ids[:, 0], self.E, rounding_mode="floor")  # the group of the first expert
@@ -207,10 +223,26 @@ class StocksModule(ZooModule):
 
     The epoch with the best validation IC is kept (``ZooModule.selection_score``; Qlib's models keep their best
     validation epoch the same way): on a few hundred days these models overfit within a few epochs.
+
+    Args:
+        model: the scoring network.
+        optim: its optimizer config.
+        trials: the search's trials (:func:`.search.trial_list`); empty: one plain fit.
+        epochs_per_trial: epochs of each trial (the config's ``trainer.max_epochs``); needed with ``trials``.
+        router_warmup_epochs: epochs (of each trial) whose training steps use MIGA's dense gate.
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig | None = None) -> None:
+    def __init__(self, model: nn.Module, optim: OptimConfig | None = None, *, trials: Sequence[Mapping[str, Any]] = (),
+                 epochs_per_trial: int | None = None, router_warmup_epochs: int = 0) -> None:
         super().__init__(model, optim=optim, metrics=MetricCollection({"ic": DailyIC(), "rank_ic": DailyIC(rank=True)}))
+        check_arg(not trials or (epochs_per_trial or 0) >= 1, "epochs_per_trial", epochs_per_trial,
+                  "a positive int with a search")
+        self.trials = [dict(t) for t in trials]
+        self.epochs_per_trial = epochs_per_trial
+        self.router_warmup_epochs = router_warmup_epochs
+        self.trial_best: list[float | None] = [None] * len(self.trials)  # each trial's best validation IC
+        self._init_state: dict[str, torch.Tensor] | None = None
+        self._started_trial = -1
 
     def selection_score(self) -> float | None:
         return None if self.val_metrics is None else float(self.val_metrics["ic"].compute())
@@ -218,6 +250,62 @@ class StocksModule(ZooModule):
     @property
     def best_ic(self) -> float | None:
         return self.best_score
+
+    def trial_of(self, epoch: int) -> tuple[int, int]:
+        """(trial, epoch within the trial) of a fit epoch; (0, epoch) without a search."""
+        return divmod(epoch, self.epochs_per_trial) if self.trials else (0, epoch)
+
+    def on_fit_start(self) -> None:
+        if self.trials:
+            self.trainer.fit_loop.max_epochs = self.epochs_per_trial * len(self.trials)
+            if self._init_state is None:
+                self._init_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_train_epoch_start(self) -> None:
+        trial, epoch = self.trial_of(self.current_epoch)
+        warmup = self.router_warmup_epochs
+        if self.trials:
+            values = self.trials[trial]
+            warmup = int(values.get("model.router_warmup_epochs", warmup))
+            if trial > self._started_trial:  # a new trial: the same initial weights, a fresh optimizer
+                self.model.load_state_dict(self._init_state)
+                for optimizer in self.trainer.optimizers:
+                    optimizer.state.clear()
+                self._started_trial = trial
+            apply_trial(self.model, self.trainer.optimizers, values)
+        if hasattr(self.model, "dense_routing"):
+            self.model.dense_routing = epoch < warmup
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.trials and not self.trainer.sanity_checking:
+            trial = self.trial_of(self.current_epoch)[0]
+            score = self.selection_score()
+            if score is not None and (self.trial_best[trial] is None or score > self.trial_best[trial]):
+                self.trial_best[trial] = score
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.trials and "optimizer_states" in checkpoint:  # resuming a search needs where it stands
+            checkpoint["search"] = {"init": self._init_state, "started": self._started_trial, "best": self.trial_best}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("search")
+        if state is not None:
+            self._init_state, self._started_trial, self.trial_best = state["init"], state["started"], state["best"]
+
+    def search_metrics(self) -> dict[str, float]:
+        """``search/*`` records of a search run: the chosen trial, its values, and every trial's best validation
+        IC (``search/trial<i>/val_ic``, NaN for a trial that never validated); empty without a search."""
+        if not self.trials or self.best_epoch is None:
+            return {}
+        chosen = self.trial_of(self.best_epoch)[0]
+        out = {"search/trials": float(len(self.trials)), "search/trial": float(chosen)}
+        out.update({f"search/{k}": float(v) for k, v in self.trials[chosen].items()})
+        for i, best in enumerate(self.trial_best):
+            out[f"search/trial{i}/val_ic"] = float("nan") if best is None else float(best)
+        return out
 
     def step(self, batch: DayBatch) -> StepOutput:
         out: ModelOutput = self.model(batch.x, batch.group)
@@ -232,6 +320,21 @@ class StocksModule(ZooModule):
         out: ModelOutput = self.model(batch.x, batch.group)
         cluster = out.extras.get("cluster")
         return out.pred, cluster if cluster is not None else torch.full_like(batch.inst, -1)
+
+
+def apply_trial(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer], values: Mapping[str, Any]) -> None:
+    """Set a search trial's values (:data:`.search.SEARCHABLE`) on the network and its optimizers: the learning
+    rate of every parameter group, the GRUs' dropout between layers, MIGA's balance weight ω. A key the network
+    has no use for (ω of the GRU twin) changes nothing. ``model.router_warmup_epochs`` is read by the module."""
+    if "optim.lr" in values:
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = float(values["optim.lr"])
+    if "model.dropout" in values:
+        for rnn in (m for m in model.modules() if isinstance(m, nn.RNNBase)):
+            rnn.dropout = float(values["model.dropout"]) if rnn.num_layers > 1 else 0.0
+    if "model.balance" in values and isinstance(model, MIGA):
+        model.router.importance_coef = float(values["model.balance"])
 
 
 def build_network(cfg: StocksConfig, num_features: int) -> nn.Module:
@@ -249,5 +352,11 @@ def build_network(cfg: StocksConfig, num_features: int) -> nn.Module:
 
 
 def build_module(cfg: StocksConfig, info: Mapping[str, Any]) -> StocksModule:
-    """The LightningModule of ``cfg``, sized by the model info's ``num_features`` (``StockDataModule.model_info``)."""
-    return StocksModule(build_network(cfg, int(info["num_features"])), cfg.optim)
+    """The LightningModule of ``cfg``, sized by the model info's ``num_features`` (``StockDataModule.model_info``),
+    with the config's search trials and router warm-up."""
+    from .search import trial_list
+
+    trials = trial_list(cfg.search) if cfg.model.arch in NEURAL_ARCHS else []
+    return StocksModule(build_network(cfg, int(info["num_features"])), cfg.optim, trials=trials,
+                        epochs_per_trial=cfg.trainer.get("max_epochs") if trials else None,
+                        router_warmup_epochs=cfg.model.router_warmup_epochs)
