@@ -108,12 +108,24 @@ def _mark_row_dims_dynamic(*tensors: torch.Tensor | None) -> None:
             torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
+#: Compiled variants of the chain one process may hold: one per (E, D, F, k, dtype, activation, weighted or not,
+#: which inputs need gradients). Torch's default limit (8) is shared by every variant of the function and a
+#: process timing many layer shapes (the kernels board) exceeds it, after which dynamo silently runs it eagerly.
+RECOMPILE_LIMIT = 64
+
+
 def _runner():
     global _compiled_chain
     if EAGER:
         return _chain
     if _compiled_chain is None:
-        _compiled_chain = compile_chain(_chain)
+        compiled = compile_chain(_chain)
+
+        def run(*args):
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled(*args)
+
+        _compiled_chain = run
     return _compiled_chain
 
 
