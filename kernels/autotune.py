@@ -4,7 +4,8 @@ On the first ``backend="auto"`` call whose bucket (:func:`bucket_key`: device, d
 inference, and log2 buckets of rows per expert ``T·k/E``, D, F, E) has no cached choice, every backend that
 ``auto`` may pick and that accepts the inputs runs once as a warm-up (which also compiles it) and then
 ``REPEATS`` times on copies of the real inputs (forward, plus backward with a random output gradient when
-training), and the fastest median wins. The choice is kept in memory and merged into
+training); the candidates within ``CLOSE`` of the fastest are then timed ``REPEATS`` more times each, taking turns
+so that a change in the machine's load hits them alike, and the fastest median wins. The choice is kept in memory and merged into
 ``$ZOO_HOME/kernels/autotune.json`` (written atomically), so later calls and later processes on the same machine
 reuse it without timing: the same bucket always gets the same backend. Delete the file to tune again;
 ``ZOO_KERNELS_AUTOTUNE_CACHE`` names another file (the kernel board tunes into a fresh one per run).
@@ -40,6 +41,8 @@ CACHE_ENV = "ZOO_KERNELS_AUTOTUNE_CACHE"
 # set when a run pins the CPU math libraries for reproducible results (leaderboard runs do): no timing decides there
 PINNED_NUMERICS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
 REPEATS = 5
+#: candidates within this factor of the fastest after the first pass are timed again, interleaved
+CLOSE = 1.25
 _FORMAT = 1
 
 #: the choices known in this process: bucket key -> backend name
@@ -153,16 +156,17 @@ def cached(key: str) -> str | None:
     return _choices.get(key)
 
 
-def _median_ms(run: Callable[[], None], sync: Callable[[], None]) -> float:
+def _call_ms(run: Callable[[], None], sync: Callable[[], None]) -> float:
+    sync()
+    start = timer()
+    run()
+    sync()
+    return (timer() - start) * 1e3
+
+
+def _samples_ms(run: Callable[[], None], sync: Callable[[], None]) -> list[float]:
     run()  # warm-up: first-call costs (compiling, allocator growth) are not the steady state
-    times = []
-    for _ in range(REPEATS):
-        sync()
-        start = timer()
-        run()
-        sync()
-        times.append((timer() - start) * 1e3)
-    return statistics.median(times)
+    return [_call_ms(run, sync) for _ in range(REPEATS)]
 
 
 def tune(
@@ -194,10 +198,18 @@ def tune(
         return run
 
     with torch.enable_grad() if train else torch.no_grad():
-        times = {name: _median_ms(runner(fn), sync) for name, fn in candidates.items()}
+        runs = {name: runner(fn) for name, fn in candidates.items()}
+        samples = {name: _samples_ms(run, sync) for name, run in runs.items()}
+        first = {name: statistics.median(ms) for name, ms in samples.items()}
+        close = [name for name in runs if first[name] <= CLOSE * min(first.values())]
+        if len(close) > 1:  # a close call: time the contenders again, alternating, so load drift hits them alike
+            for _ in range(REPEATS):
+                for name in close:
+                    samples[name].append(_call_ms(runs[name], sync))
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
             leaf.grad = None
+    times = {name: statistics.median(ms) for name, ms in samples.items()}
     best = min(times, key=times.__getitem__)
     summary = ", ".join(f"{n} {ms:.3g} ms" for n, ms in times.items())
     log.info("moe_ffn autotune: %s -> %s (%s)", key, best, summary)

@@ -6,6 +6,7 @@ per call, so which one "is faster" is decided by the test, not by the machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -70,6 +71,19 @@ def test_tunes_once_picks_the_fastest_and_writes_the_cache(clock):
     # the caller's graph is untouched by the timing: its backward still works
     y.sum().backward()
     assert x.grad is not None
+
+
+def test_close_call_is_timed_again_taking_turns(clock):
+    clock["cost"] = {"slow": 1.1e-3, "quick": 1e-3}  # within CLOSE of each other
+    order = []
+    for name in ("slow", "quick"):
+        fn = K._BACKENDS[name].fn
+        K._BACKENDS[name] = dataclasses.replace(K._BACKENDS[name], fn=lambda *a, _n=name, _f=fn: order.append(_n) or _f(*a))
+    _call()
+    assert clock["reads"] == 2 * 2 * 2 * autotune.REPEATS  # a second pass of REPEATS calls each
+    second_pass = order[-2 * autotune.REPEATS - 1:-1]  # the last call is the real one, by the chosen backend
+    assert second_pass == ["slow", "quick"] * autotune.REPEATS
+    assert list(autotune._choices.values()) == ["quick"]
 
 
 def test_second_call_and_new_process_reuse_without_timing(clock):
