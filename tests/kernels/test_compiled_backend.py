@@ -70,16 +70,16 @@ def test_compiled_matches_reference_and_does_not_recompile(really_compiled, dtyp
     assert counters["stats"]["unique_graphs"] == graphs, "a new T or capacity recompiled the chain"
 
 
-def test_many_layer_shapes_stay_compiled(really_compiled, monkeypatch):
+def test_many_layer_shapes_stay_compiled(really_compiled):
     """Each layer shape is its own compiled variant; past torch's recompile limit dynamo would run the chain
     eagerly without a word, so the backend raises the limit for its own calls."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     graphs = counters["stats"]["unique_graphs"]
-    for D in (8, 12, 16):
-        inputs, _ = _inputs(11, D, 8, 3, 2, torch.float32, gated=False, seed=D)
-        with torch.no_grad():
-            moe_ffn(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], None, "gelu",
-                    backend="compiled")
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for D in (8, 12, 16):
+            inputs, _ = _inputs(11, D, 8, 3, 2, torch.float32, gated=False, seed=D)
+            with torch.no_grad():
+                moe_ffn(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], None, "gelu",
+                        backend="compiled")
     assert counters["stats"]["unique_graphs"] >= graphs + 3
 
 

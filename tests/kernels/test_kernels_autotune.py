@@ -149,13 +149,15 @@ def test_default_is_off_under_pytest_deterministic_algorithms_and_pinned_numeric
     monkeypatch.delenv(autotune.ENV)
     for name in autotune.PINNED_NUMERICS:
         monkeypatch.delenv(name, raising=False)
+    # an earlier test's Trainer(deterministic=True) may have left torch's deterministic mode on for the process
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: False)
     assert not autotune.enabled()  # PYTEST_CURRENT_TEST is set while a test runs
     monkeypatch.delenv("PYTEST_CURRENT_TEST")
     assert autotune.enabled()
     monkeypatch.setenv("MKL_CBWR", "AVX2")  # a leaderboard run
     assert not autotune.enabled()
     monkeypatch.delenv("MKL_CBWR")
-    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)  # a golden trace
     assert not autotune.enabled()
     monkeypatch.setenv(autotune.ENV, "1")
     assert autotune.enabled()
